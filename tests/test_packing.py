@@ -1,0 +1,168 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import requires_smollm2, toy_task
+
+from manyicl.packing import build_task_sequences, collate, make_sequence, pack_windows, stratified_order
+from manyicl.tasks import Example
+from manyicl.templates import OverlongExampleError, Renderer, tokenize_task
+
+
+def _enc(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_render_builds_the_target_mask_while_tokenizing(tok, task):
+    r = Renderer(tok, task.template)
+    ex = Example("hello world", "blue")
+    ids, mask = r.render(ex)
+    q = _enc(tok, task.template.query_text(ex.input))
+    t = _enc(tok, task.template.target_text(ex.output))
+    assert ids == q + t
+    assert mask == [False] * len(q) + [True] * len(t)
+    assert tok.decode([i for i, m in zip(ids, mask) if m]) == " blue\n"
+
+
+@requires_smollm2
+def test_render_matches_the_real_tokenizer_boundaries():
+    """With a BPE tokenizer the target starts at a word boundary, so separate == joint tokenization."""
+    from manyicl.config import ModelConfig
+    from manyicl.modeling import load_tokenizer
+
+    real = load_tokenizer(ModelConfig())
+    task = toy_task()
+    r = Renderer(real, task.template, add_bos=True)
+    ex = Example("Let me know how much money I need", "Bill balance")
+    ids, _ = r.render(ex)
+    joint = _enc(real, task.template.query_text(ex.input) + task.template.target_text(ex.output))
+    assert ids == joint
+
+
+@pytest.mark.parametrize(
+    "objective,expect",
+    [("mask_all_targets", "all_targets"), ("mask_last_target", "last_target"), ("autoregressive", "all_tokens")],
+)
+def test_each_objective_supervises_exactly_the_expected_tokens(tok, task, objective, expect):
+    tt = tokenize_task(task, tok, "train", 4096)
+    idx = [0, 5, 7, 2]
+    seq = make_sequence(tt, idx, objective)
+    expected = np.zeros(len(seq), dtype=bool)
+    pos = len(tt.header)
+    for k, i in enumerate(idx):
+        q, t = len(tt.query[i]), len(tt.target[i])
+        if expect == "all_targets" or (expect == "last_target" and k == len(idx) - 1):
+            expected[pos + q : pos + q + t] = True
+        pos += q + t
+    if expect == "all_tokens":
+        expected[:] = True
+        expected[0] = False
+    assert np.array_equal(seq.loss_mask, expected)
+    assert seq.supervised_examples == (1 if expect == "last_target" else len(idx))
+    # supervised text decodes to the targets
+    if expect != "all_tokens":
+        sup = tok.decode(seq.ids[seq.loss_mask].tolist())
+        wanted = [task.splits["train"][i] for i in (idx if expect == "all_targets" else idx[-1:])]
+        assert sup == "".join(task.template.target_text(e.output) for e in wanted)
+
+
+def test_max_shots_fill_the_window_with_whole_examples(tok, task):
+    tt = tokenize_task(task, tok, "train", 300)
+    seqs, stats = build_task_sequences(tt, "max", "mask_all_targets", 300, 20, np.random.default_rng(0))
+    longest = int(tt.lengths.max())
+    for s in seqs:
+        assert len(s) <= 300
+        assert len(s) > 300 - longest  # could not take the next example
+        assert sum(s.example_lengths) + s.header_len == len(s)  # whole examples only
+    assert stats.sequences == 20 and stats.examples == sum(s.n_examples for s in seqs)
+
+
+def test_fixed_k_and_zero_shot(tok, task):
+    tt = tokenize_task(task, tok, "train", 2048)
+    for k in (0, 1, 5):
+        seqs, _ = build_task_sequences(tt, k, "mask_last_target", 2048, 10, np.random.default_rng(1))
+        assert all(s.n_examples == k + 1 for s in seqs)
+        assert all(int(s.loss_mask.sum()) == len(tt.target[0]) or s.supervised_examples == 1 for s in seqs)
+
+
+def test_no_repeats_within_a_sequence_and_pool_exhaustion_is_counted(tok):
+    task = toy_task(n=6)
+    tt = tokenize_task(task, tok, "train", 4096)
+    seqs, stats = build_task_sequences(tt, "max", "mask_all_targets", 4096, 3, np.random.default_rng(0))
+    assert all(s.n_examples == 6 for s in seqs)
+    assert stats.pool_exhausted == 3
+
+
+def test_stratified_order_is_balanced_in_every_prefix():
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    order = stratified_order(labels, rng)
+    assert sorted(order.tolist()) == list(range(100))
+    for n in range(1, 61):  # while every label still has examples left
+        counts = Counter(labels[order[:n]].tolist())
+        assert max(counts.values()) - min(counts.get(k, 0) for k in (0, 1, 2)) <= 1
+    assert not np.array_equal(order, stratified_order(labels, np.random.default_rng(1)))
+
+
+def test_stratified_sampling_balances_sequences(tok):
+    task = toy_task(n=90, labels=("a", "b", "c"))
+    tt = tokenize_task(task, tok, "train", 400)
+    seqs, _ = build_task_sequences(tt, "max", "mask_all_targets", 400, 5, np.random.default_rng(0))
+    by_target = {tuple(tt.target[i].tolist()): tt.strata[i] for i in range(len(tt.target))}
+    for s in seqs:
+        # recover labels of examples in the sequence from their target ids
+        labels = []
+        pos = s.header_len
+        for L in s.example_lengths:
+            ids = s.ids[pos : pos + L]
+            m = s.loss_mask[pos : pos + L]
+            labels.append(by_target[tuple(ids[m].tolist())])
+            pos += L
+        c = Counter(labels)
+        assert max(c.values()) - min(c.values()) <= 1, c
+
+
+def test_overlong_policies(tok):
+    long = Example("word " * 200, "red")
+    task = toy_task(n=9)
+    task.splits["train"] = task.splits["train"] + [long]
+    skip = tokenize_task(task, tok, "train", 128, "skip")
+    assert skip.skipped == 1 and len(skip.query) == 9
+    cut = tokenize_task(task, tok, "train", 128, "truncate_input")
+    assert cut.truncated == 1 and len(cut.query) == 10
+    assert len(cut.header) + len(cut.query[-1]) + len(cut.target[-1]) <= 128
+    assert tok.decode(cut.target[-1].tolist()) == " red\n"  # the target is never cut
+    with pytest.raises(OverlongExampleError, match="on_overlong"):
+        tokenize_task(task, tok, "train", 128, "error")
+
+
+def test_mask_last_accounting_matches_building_every_prefix(tok, task):
+    tt = tokenize_task(task, tok, "train", 4096)
+    idx = [3, 1, 4, 1 + 4, 9, 2, 6]
+    seq = make_sequence(tt, idx, "mask_all_targets")
+    brute = sum(len(make_sequence(tt, idx[: i + 1], "mask_last_target")) for i in range(len(idx)))
+    assert seq.mask_last_equivalent_tokens() == brute
+    last = make_sequence(tt, idx, "mask_last_target")
+    assert last.mask_last_equivalent_tokens() == len(last)
+
+
+def test_short_sequences_pack_into_windows_with_restarting_positions(tok, task):
+    tt = tokenize_task(task, tok, "train", 256)
+    seqs, _ = build_task_sequences(tt, 1, "mask_all_targets", 256, 30, np.random.default_rng(0))
+    windows = pack_windows(seqs, 256, pack_short=True)
+    assert len(windows) < len(seqs)
+    assert sum(len(w.sequences) for w in windows) == len(seqs)  # nothing lost, nothing split
+    for w in windows:
+        assert len(w) <= 256
+        b = collate([w])
+        starts = np.flatnonzero(b.position_ids == 0)
+        assert len(starts) == len(w.sequences)
+        assert not b.loss_mask[starts].any()  # a sequence's first token is never a target
+    assert len(pack_windows(seqs, 256, pack_short=False)) == len(seqs)
+
+
+def test_builds_are_deterministic(tok, task):
+    tt = tokenize_task(task, tok, "train", 300)
+    a, _ = build_task_sequences(tt, "max", "mask_all_targets", 300, 5, np.random.default_rng(3))
+    b, _ = build_task_sequences(tt, "max", "mask_all_targets", 300, 5, np.random.default_rng(3))
+    assert all(np.array_equal(x.ids, y.ids) for x, y in zip(a, b))
