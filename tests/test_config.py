@@ -12,7 +12,11 @@ def _config_class(path: Path):
     """Shipped configs name their workflow in the file name prefix; everything else is a TrainConfig."""
     from manyicl import config as C
 
-    for prefix, name in (("eval", "EvalConfig"), ("quickstart", "QuickstartConfig"), ("experiment", "ExperimentConfig")):
+    for prefix, name in (
+        ("eval", "EvalConfig"),
+        ("quickstart", "QuickstartConfig"),
+        ("experiment", "ExperimentConfig"),
+    ):
         if path.stem.startswith(prefix) and hasattr(C, name):
             return getattr(C, name)
     return TrainConfig
@@ -29,7 +33,9 @@ def test_shipped_configs_exist():
 
 
 def test_overrides_and_types():
-    cfg = load_config(TrainConfig, "tiny", ["data.max_length=256", "optim.lr=1e-4", "data.shots=5", "lora.enabled=false"])
+    cfg = load_config(
+        TrainConfig, "tiny", ["data.max_length=256", "optim.lr=1e-4", "data.shots=5", "lora.enabled=false"]
+    )
     assert cfg.data.max_length == 256
     assert cfg.optim.lr == pytest.approx(1e-4)  # YAML 1.1 reads 1e-4 as a string; we coerce
     assert cfg.data.shots == 5 and not cfg.lora.enabled
@@ -40,7 +46,10 @@ def test_unknown_keys_and_bad_values_are_all_reported():
     with pytest.raises(ConfigError) as e:
         load_config(
             TrainConfig,
-            data={"data": {"max_lenght": 10, "objective": "mask_everything", "shots": -1}, "optim": {"lr": 0}},
+            data={
+                "data": {"max_lenght": 10, "objective": "mask_everything", "shots": -1},
+                "optim": {"lr": 0},
+            },
         )
     msg = str(e.value)
     assert "data.max_lenght" in msg and "Did you mean 'max_length'" in msg
@@ -72,3 +81,10 @@ def test_every_field_has_a_docstring():
 
     walk(TrainConfig)
     assert "max_length" in describe(TrainConfig)
+
+
+def test_partial_override_keeps_a_parents_non_default_subconfig():
+    from manyicl.config import EvalConfig
+
+    cfg = load_config(EvalConfig, None, ["tasks.synthetic_instances=2"])
+    assert cfg.tasks.split == "held_out" and cfg.tasks.synthetic_instances == 2

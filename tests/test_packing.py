@@ -2,11 +2,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import requires_smollm2, toy_task
 
 from manyicl.packing import build_task_sequences, collate, make_sequence, pack_windows, stratified_order
 from manyicl.tasks import Example
 from manyicl.templates import OverlongExampleError, Renderer, tokenize_task
+
+from conftest import requires_smollm2, toy_task
 
 
 def _enc(tok, text):
@@ -41,7 +42,11 @@ def test_render_matches_the_real_tokenizer_boundaries():
 
 @pytest.mark.parametrize(
     "objective,expect",
-    [("mask_all_targets", "all_targets"), ("mask_last_target", "last_target"), ("autoregressive", "all_tokens")],
+    [
+        ("mask_all_targets", "all_targets"),
+        ("mask_last_target", "last_target"),
+        ("autoregressive", "all_tokens"),
+    ],
 )
 def test_each_objective_supervises_exactly_the_expected_tokens(tok, task, objective, expect):
     tt = tokenize_task(task, tok, "train", 4096)

@@ -44,7 +44,9 @@ def test_empty_split_and_single_label(tmp_path):
     d = tmp_path / "t"
     d.mkdir()
     (d / "task.yaml").write_text("category: cls\n")
-    (d / "train.jsonl").write_text("\n".join(json.dumps({"input": f"i{i}", "output": "same"}) for i in range(5)))
+    (d / "train.jsonl").write_text(
+        "\n".join(json.dumps({"input": f"i{i}", "output": "same"}) for i in range(5))
+    )
     (d / "test.jsonl").write_text("")
     with pytest.raises(TaskFormatError) as e:
         load_task_dir(d)

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import toy_task
 
 from manyicl.config import LoraConfig, TrainConfig, load_config
 from manyicl.data import build_training_data
@@ -11,10 +10,14 @@ from manyicl.packing import build_task_sequences, collate, pack_windows
 from manyicl.templates import tokenize_task
 from manyicl.train import StepSchedule, prepare_model, supervised_loss_sum, train
 
+from conftest import toy_task
+
 
 def _windows(tok, n_seq=8, shots=2, max_length=256, seed=0):
     tt = tokenize_task(toy_task(), tok, "train", max_length)
-    seqs, _ = build_task_sequences(tt, shots, "mask_all_targets", max_length, n_seq, np.random.default_rng(seed))
+    seqs, _ = build_task_sequences(
+        tt, shots, "mask_all_targets", max_length, n_seq, np.random.default_rng(seed)
+    )
     return seqs
 
 
@@ -40,14 +43,18 @@ def test_packed_equals_separate_logits(tok, model):
     assert b.n_sequences == 3
     with torch.no_grad():
         packed = model(
-            input_ids=torch.tensor(b.input_ids)[None], position_ids=torch.tensor(b.position_ids)[None], use_cache=False
+            input_ids=torch.tensor(b.input_ids)[None],
+            position_ids=torch.tensor(b.position_ids)[None],
+            use_cache=False,
         ).logits[0]
         sep = torch.cat([model(input_ids=torch.tensor(s.ids)[None]).logits[0] for s in seqs])
     assert torch.allclose(packed, sep, atol=1e-5)
     # ...and with the default use_cache=True transformers would NOT isolate the documents:
     with torch.no_grad():
         leaky = model(
-            input_ids=torch.tensor(b.input_ids)[None], position_ids=torch.tensor(b.position_ids)[None], use_cache=True
+            input_ids=torch.tensor(b.input_ids)[None],
+            position_ids=torch.tensor(b.position_ids)[None],
+            use_cache=True,
         ).logits[0]
     assert not torch.allclose(leaky, sep, atol=1e-3)
 
@@ -177,12 +184,34 @@ def test_two_process_ddp_equals_one_process_with_accumulation(tmp_path, task):
         "progress=false",
     ]
     _run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "manyicl", "-q", "train", "tiny",
-         f"output_dir={tmp_path / 'ddp'}", "train.grad_accum=1", *common],
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "manyicl",
+            "-q",
+            "train",
+            "tiny",
+            f"output_dir={tmp_path / 'ddp'}",
+            "train.grad_accum=1",
+            *common,
+        ],
         cwd=tmp_path,
     )
     _run(
-        [sys.executable, "-m", "manyicl", "-q", "train", "tiny", f"output_dir={tmp_path / 'single'}", "train.grad_accum=2", *common],
+        [
+            sys.executable,
+            "-m",
+            "manyicl",
+            "-q",
+            "train",
+            "tiny",
+            f"output_dir={tmp_path / 'single'}",
+            "train.grad_accum=2",
+            *common,
+        ],
         cwd=tmp_path,
     )
     import json

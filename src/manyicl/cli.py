@@ -25,7 +25,9 @@ def _offline(allow_download: bool) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
     logging.getLogger("manyicl").setLevel(logging.INFO)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -93,7 +95,9 @@ def cmd_data_show(a: argparse.Namespace) -> int:
     dcfg.sequences_per_task = 1
     build = build_training_data(tasks[:1], tok, dcfg)
     seq = build.sequences[0]
-    print(f"# task {seq.task}: {seq.n_examples} examples, {len(seq)} tokens, {int(seq.loss_mask.sum())} supervised")
+    print(
+        f"# task {seq.task}: {seq.n_examples} examples, {len(seq)} tokens, {int(seq.loss_mask.sum())} supervised"
+    )
     print("# supervised tokens are shown in [[...]]\n")
     out, run, cur = [], [], None
     for tid, m in zip(seq.ids.tolist(), seq.loss_mask.tolist()):
@@ -154,7 +158,9 @@ def cmd_synth_export(a: argparse.Namespace) -> int:
     from .synthetic import synthetic_suite
     from .tasks import write_task_dir
 
-    tasks = synthetic_suite(seed=a.seed, instances=a.instances, train_size=a.train_size, test_size=a.test_size, split=a.split)
+    tasks = synthetic_suite(
+        seed=a.seed, instances=a.instances, train_size=a.train_size, test_size=a.test_size, split=a.split
+    )
     for t in tasks:
         write_task_dir(t, Path(a.out) / t.name)
     print(f"wrote {len(tasks)} task folders to {a.out}")
@@ -193,14 +199,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="fine-tune on packed many-shot sequences (LoRA or full)")
-    t.add_argument("args", nargs="*", metavar="CONFIG|KEY=VALUE", help=f"config YAML or shipped name, then {OVERRIDES_HELP}")
+    t.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG|KEY=VALUE",
+        help=f"config YAML or shipped name, then {OVERRIDES_HELP}",
+    )
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("data", help="inspect training builds")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    ds = dsub.add_parser("stats", help="token accounting of a build, incl. the mask-last comparison (paper Table 7)")
-    ds.add_argument("args", nargs="*", metavar="CONFIG|KEY=VALUE", help=f"optional train config, then {OVERRIDES_HELP}")
+    ds = dsub.add_parser(
+        "stats", help="token accounting of a build, incl. the mask-last comparison (paper Table 7)"
+    )
+    ds.add_argument(
+        "args", nargs="*", metavar="CONFIG|KEY=VALUE", help=f"optional train config, then {OVERRIDES_HELP}"
+    )
     ds.add_argument("--json", action="store_true", help="print JSON")
     ds.add_argument("--brief", action="store_true", help="totals only")
     ds.set_defaults(func=cmd_data_stats)
@@ -223,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sy = sub.add_parser("synth", help="the built-in synthetic task suite")
     ssub = sy.add_subparsers(dest="synth_command", required=True, metavar="SUBCOMMAND")
-    se = ssub.add_parser("export", help="write the suite as task folders (task.yaml + JSONL), e.g. as a format example")
+    se = ssub.add_parser(
+        "export", help="write the suite as task folders (task.yaml + JSONL), e.g. as a format example"
+    )
     se.add_argument("out")
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--instances", type=int, default=1)

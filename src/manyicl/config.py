@@ -23,6 +23,11 @@ import yaml
 
 from .errors import Collector, ConfigError
 
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
 # --------------------------------------------------------------------------------------------
 # Schema
 # --------------------------------------------------------------------------------------------
@@ -67,13 +72,13 @@ class LoraConfig:
 
     def validate(self, where: str, c: Collector) -> None:
         if self.r <= 0:
-            c.add(f"{where}.r", f"must be > 0, got {self.r}")
+            c.add(_key(where, "r"), f"must be > 0, got {self.r}")
         if self.alpha <= 0:
-            c.add(f"{where}.alpha", f"must be > 0, got {self.alpha}")
+            c.add(_key(where, "alpha"), f"must be > 0, got {self.alpha}")
         if not 0 <= self.dropout < 1:
-            c.add(f"{where}.dropout", f"must be in [0, 1), got {self.dropout}")
+            c.add(_key(where, "dropout"), f"must be in [0, 1), got {self.dropout}")
         if self.enabled and not self.target_modules:
-            c.add(f"{where}.target_modules", "is empty: name at least one module, e.g. [q_proj, v_proj]")
+            c.add(_key(where, "target_modules"), "is empty: name at least one module, e.g. [q_proj, v_proj]")
 
 
 @dataclass
@@ -101,9 +106,9 @@ class TaskSourceConfig:
     def validate(self, where: str, c: Collector) -> None:
         for name in ("synthetic_instances", "synthetic_train_size", "synthetic_test_size"):
             if getattr(self, name) <= 0:
-                c.add(f"{where}.{name}", f"must be > 0, got {getattr(self, name)}")
+                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
         if not self.synthetic and not self.dirs:
-            c.add(where, "no tasks: set synthetic: true or list task folders in dirs")
+            c.add(where or "tasks", "no tasks: set synthetic: true or list task folders in dirs")
 
 
 @dataclass
@@ -131,11 +136,11 @@ class DataConfig:
 
     def validate(self, where: str, c: Collector) -> None:
         if self.max_length < 16:
-            c.add(f"{where}.max_length", f"must be >= 16 tokens, got {self.max_length}")
+            c.add(_key(where, "max_length"), f"must be >= 16 tokens, got {self.max_length}")
         if isinstance(self.shots, int) and self.shots < 0:
-            c.add(f"{where}.shots", f"must be 'max' or an integer >= 0, got {self.shots}")
+            c.add(_key(where, "shots"), f"must be 'max' or an integer >= 0, got {self.shots}")
         if self.sequences_per_task <= 0:
-            c.add(f"{where}.sequences_per_task", f"must be > 0, got {self.sequences_per_task}")
+            c.add(_key(where, "sequences_per_task"), f"must be > 0, got {self.sequences_per_task}")
 
 
 @dataclass
@@ -157,17 +162,17 @@ class OptimConfig:
 
     def validate(self, where: str, c: Collector) -> None:
         if self.lr <= 0:
-            c.add(f"{where}.lr", f"must be > 0, got {self.lr}")
+            c.add(_key(where, "lr"), f"must be > 0, got {self.lr}")
         if self.weight_decay < 0:
-            c.add(f"{where}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+            c.add(_key(where, "weight_decay"), f"must be >= 0, got {self.weight_decay}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            c.add(f"{where}.betas", f"must be two numbers in [0, 1), got {self.betas}")
+            c.add(_key(where, "betas"), f"must be two numbers in [0, 1), got {self.betas}")
         if self.warmup_steps < 0:
-            c.add(f"{where}.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+            c.add(_key(where, "warmup_steps"), f"must be >= 0, got {self.warmup_steps}")
         if not 0 <= self.min_lr_ratio <= 1:
-            c.add(f"{where}.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+            c.add(_key(where, "min_lr_ratio"), f"must be in [0, 1], got {self.min_lr_ratio}")
         if self.max_grad_norm < 0:
-            c.add(f"{where}.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+            c.add(_key(where, "max_grad_norm"), f"must be >= 0, got {self.max_grad_norm}")
 
 
 @dataclass
@@ -195,10 +200,10 @@ class TrainLoopConfig:
     def validate(self, where: str, c: Collector) -> None:
         for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every", "keep_checkpoints"):
             if getattr(self, name) <= 0:
-                c.add(f"{where}.{name}", f"must be > 0, got {getattr(self, name)}")
+                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
         for name in ("save_every", "stop_after_steps"):
             if getattr(self, name) < 0:
-                c.add(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
+                c.add(_key(where, name), f"must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -264,18 +269,22 @@ def _type_name(tp: Any) -> str:
 _NO = object()
 
 
-def _coerce(value: Any, tp: Any, where: str, c: Collector) -> Any:
-    """Convert a YAML value to type ``tp``; on failure record a problem and return ``_NO``."""
+def _coerce(value: Any, tp: Any, where: str, c: Collector, base: Any = None) -> Any:
+    """Convert a YAML value to type ``tp``; on failure record a problem and return ``_NO``.
+
+    ``base`` is the current value of a nested config: keys not given keep their values from it, so
+    a parent's non-default sub-config (e.g. eval tasks defaulting to held-out) survives overrides.
+    """
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
         if value is None:
-            return tp()
+            return base if base is not None else tp()
         if not isinstance(value, dict):
             c.add(where, f"expected a mapping of {tp.__name__} fields, got {value!r}")
             return _NO
-        return _build(tp, value, where, c)
+        return _build(tp, value, where, c, base=base)
     if origin is Literal:
         choices = typing.get_args(tp)
         if value in choices:
@@ -334,8 +343,9 @@ def _coerce(value: Any, tp: Any, where: str, c: Collector) -> Any:
     return value
 
 
-def _build(cls: type, data: dict, prefix: str, c: Collector) -> Any:
+def _build(cls: type, data: dict, prefix: str, c: Collector, base: Any = None) -> Any:
     hints = typing.get_type_hints(cls)
+    base = base if base is not None else cls()
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -345,15 +355,15 @@ def _build(cls: type, data: dict, prefix: str, c: Collector) -> Any:
             hint = f" Did you mean '{close[0]}'?" if close else f" Known keys: {', '.join(names)}."
             c.add(where, f"unknown key.{hint}")
             continue
-        out = _coerce(value, hints[key], where, c)
+        out = _coerce(value, hints[key], where, c, base=getattr(base, key))
         if out is _NO:
             c.add(where, f"expected {_type_name(hints[key])}, got {value!r}")
             continue
         kwargs[key] = out
-    obj = cls(**kwargs)
+    obj = dataclasses.replace(base, **kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
-        validate(prefix or cls.__name__, c)
+        validate(prefix, c)
     return obj
 
 
@@ -411,7 +421,9 @@ def load_yaml_mapping(path: Path) -> dict:
     return data
 
 
-def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None, data: dict | None = None):
+def load_config(
+    cls: type, path: str | Path | None = None, overrides: list[str] | None = None, data: dict | None = None
+):
     """Build a ``cls`` config from a YAML file (or a shipped config's name), a dict and overrides."""
     c = Collector()
     merged: dict = {}
@@ -454,3 +466,75 @@ def describe(cls: type, indent: int = 0) -> str:
             dumped = yaml.safe_dump({f.name: value}, default_flow_style=True, width=1000).strip()
             lines.append(f"{pad}{dumped[1:-1] if dumped.startswith('{') else dumped}")
     return "\n".join(lines)
+
+
+@dataclass
+class ScoringConfig:
+    normalize: Literal["none", "tokens"] = "none"
+    """Option scoring: rank options by total log-likelihood, or by mean log-likelihood per token."""
+    max_new_tokens: int = 0
+    """Greedy generation length limit; 0 picks it from the longest demonstration output (x1.5 + 8)."""
+    max_new_tokens_cap: int = 512
+    """Upper bound for the automatic max_new_tokens."""
+    prefill_chunk: int = 2048
+    """Process long prompts in chunks of this many tokens (bounds attention memory)."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        for name in ("max_new_tokens_cap", "prefill_chunk"):
+            if getattr(self, name) <= 0:
+                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        if self.max_new_tokens < 0:
+            c.add(_key(where, "max_new_tokens"), f"must be >= 0 (0 = automatic), got {self.max_new_tokens}")
+
+
+@dataclass
+class EvalConfig:
+    output_dir: str = "runs/eval"
+    """Where results.json, results.csv, report.md and plots/ go."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Base model (``model.adapter`` is used when ``adapters`` is empty)."""
+    adapters: dict[str, Any] = field(default_factory=dict)
+    """Models to compare, as label -> adapter directory (null = the base model), e.g.
+    {base: null, manyicl: runs/synthetic/adapter}. Empty: one model labelled 'base'."""
+    tasks: TaskSourceConfig = field(default_factory=lambda: TaskSourceConfig(split="held_out"))
+    """Which tasks to evaluate (held-out synthetic families by default)."""
+    demo_split: str = "train"
+    """Split that demonstrations are drawn from."""
+    eval_split: str = "test"
+    """Split whose examples are the test queries."""
+    max_length: int = 2048
+    """Context window: prompt + query + answer must fit."""
+    shots: list[Any] = field(default_factory=lambda: [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, "max"])
+    """Shot counts to evaluate; counts that do not fit are dropped, 'max' is the most that fit."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Demonstration sampling seeds (mean +- std over them)."""
+    max_queries: int = 100
+    """Test queries per task: a fixed random subset, the same for every model, shot count and seed."""
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    """Option scoring and generation settings."""
+    add_bos: bool = True
+    """Start prompts with the tokenizer's BOS token when it has one (as in training)."""
+    on_overlong: Literal["skip", "truncate_input", "error"] = "truncate_input"
+    """A query or demonstration longer than the window: skip it, cut its input, or fail."""
+    save_prompt_caches: bool = False
+    """Save each task's largest prompt KV cache (safetensors, seed 0) and time loading it vs recomputing."""
+    plots: bool = True
+    """Write a PNG shot curve per task."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        if self.max_length < 16:
+            c.add(_key(where, "max_length"), f"must be >= 16, got {self.max_length}")
+        if not self.shots:
+            c.add(_key(where, "shots"), "is empty: list shot counts, e.g. [0, 4, 16, max]")
+        for s in self.shots:
+            if not (s == "max" or (isinstance(s, int) and not isinstance(s, bool) and s >= 0)):
+                c.add(_key(where, "shots"), f"entries must be integers >= 0 or 'max', got {s!r}")
+        if not self.seeds:
+            c.add(_key(where, "seeds"), "is empty: give at least one seed, e.g. [0]")
+        if self.max_queries <= 0:
+            c.add(_key(where, "max_queries"), f"must be > 0, got {self.max_queries}")
+        for label, path in self.adapters.items():
+            if path is not None and not isinstance(path, str):
+                c.add(_key(where, f"adapters.{label}"), f"must be an adapter directory or null, got {path!r}")

@@ -66,11 +66,17 @@ def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig) -> Traini
     c = Collector()
     for task in tasks:
         if cfg.train_split not in task.splits:
-            c.add(task.name, f"has no '{cfg.train_split}' split (has {', '.join(task.splits)})", "data.train_split")
+            c.add(
+                task.name,
+                f"has no '{cfg.train_split}' split (has {', '.join(task.splits)})",
+                "data.train_split",
+            )
             continue
         tt = tokenize_task(task, tokenizer, cfg.train_split, cfg.max_length, cfg.on_overlong, cfg.add_bos)
         rng = np.random.default_rng(stable_seed(cfg.seed, task.name))
-        task_seqs, tstats = build_task_sequences(tt, cfg.shots, cfg.objective, cfg.max_length, cfg.sequences_per_task, rng)
+        task_seqs, tstats = build_task_sequences(
+            tt, cfg.shots, cfg.objective, cfg.max_length, cfg.sequences_per_task, rng
+        )
         seqs += task_seqs
         stats.per_task[task.name] = tstats
     c.raise_if_any(TaskFormatError)
@@ -103,7 +109,9 @@ def format_stats(stats: BuildStats, per_task: bool = True) -> str:
         )
     if per_task:
         lines.append("")
-        lines.append(f"  {'task':<28}{'seqs':>7}{'shots/seq':>10}{'tokens':>12}{'supervised':>12}{'mask-last x':>12}")
+        lines.append(
+            f"  {'task':<28}{'seqs':>7}{'shots/seq':>10}{'tokens':>12}{'supervised':>12}{'mask-last x':>12}"
+        )
         for name, s in stats.per_task.items():
             ratio = s.mask_last_equivalent_tokens / max(s.tokens, 1)
             lines.append(

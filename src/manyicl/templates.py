@@ -102,7 +102,9 @@ class TokenizedTask:
 
     @cached_property
     def lengths(self) -> np.ndarray:
-        return np.fromiter((len(q) + len(t) for q, t in zip(self.query, self.target)), dtype=np.int64, count=len(self.query))
+        return np.fromiter(
+            (len(q) + len(t) for q, t in zip(self.query, self.target)), dtype=np.int64, count=len(self.query)
+        )
 
     def example_ids(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         q, t = self.query[i], self.target[i]

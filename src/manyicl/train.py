@@ -183,7 +183,9 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 def _config_drift(saved: dict, cfg: TrainConfig) -> list[str]:
     now = to_dict(cfg)
     diffs = [k for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
-    diffs += [f"train.{k}" for k in _RESUME_TRAIN_KEYS if saved.get("train", {}).get(k) != now["train"].get(k)]
+    diffs += [
+        f"train.{k}" for k in _RESUME_TRAIN_KEYS if saved.get("train", {}).get(k) != now["train"].get(k)
+    ]
     return diffs
 
 
@@ -252,7 +254,11 @@ def prepare_model(cfg: TrainConfig):
     model, tokenizer = load_model(base_cfg)
     torch.manual_seed(cfg.train.seed)  # LoRA init
     if cfg.lora.enabled:
-        model = load_adapter(model, cfg.model.adapter, trainable=True) if cfg.model.adapter else apply_lora(model, cfg.lora)
+        model = (
+            load_adapter(model, cfg.model.adapter, trainable=True)
+            if cfg.model.adapter
+            else apply_lora(model, cfg.lora)
+        )
     else:
         model.requires_grad_(True)
     if cfg.train.gradient_checkpointing:
@@ -281,7 +287,11 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_total = count_parameters(model)
     optimizer = torch.optim.AdamW(
-        params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay
+        params,
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio)
@@ -295,7 +305,9 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         log.warning("--resume: no checkpoint in %s, starting from step 0", out / "checkpoints")
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
-    sched = StepSchedule(len(data.windows), world, cfg.train.grad_accum, cfg.train.micro_batch_size, cfg.train.seed)
+    sched = StepSchedule(
+        len(data.windows), world, cfg.train.grad_accum, cfg.train.micro_batch_size, cfg.train.seed
+    )
 
     metrics_path = out / "metrics.jsonl"
     if is_main:
@@ -304,7 +316,9 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         atomic_write_json(out / "data_stats.json", data.stats.to_dict())
         kept = []
         if start and metrics_path.exists():
-            kept = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
+            kept = [
+                ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start
+            ]
         atomic_write_text(metrics_path, "".join(ln + "\n" for ln in kept))
     tb = _tensorboard(out) if is_main else None
     log.info(
@@ -319,7 +333,13 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         cfg.train.micro_batch_size,
     )
 
-    bar = tqdm(total=cfg.train.max_steps, initial=start, disable=not (is_main and cfg.progress), desc="train", unit="step")
+    bar = tqdm(
+        total=cfg.train.max_steps,
+        initial=start,
+        disable=not (is_main and cfg.progress),
+        desc="train",
+        unit="step",
+    )
     t0 = time.perf_counter()
     tokens_seen = sup_seen = 0
     last_loss = float("nan")
@@ -378,7 +398,12 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
             accelerator.wait_for_everyone()
             if is_main:
                 save_checkpoint(
-                    out / "checkpoints" / f"step-{done:06d}", accelerator.unwrap_model(model), optimizer, scheduler, done, cfg
+                    out / "checkpoints" / f"step-{done:06d}",
+                    accelerator.unwrap_model(model),
+                    optimizer,
+                    scheduler,
+                    done,
+                    cfg,
                 )
                 _prune_checkpoints(out, cfg.train.keep_checkpoints)
     bar.close()
@@ -409,7 +434,12 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         save_final(unwrapped, tokenizer, out, cfg.lora.enabled)
         if cfg.train.save_every:
             save_checkpoint(
-                out / "checkpoints" / f"step-{cfg.train.max_steps:06d}", unwrapped, optimizer, scheduler, cfg.train.max_steps, cfg
+                out / "checkpoints" / f"step-{cfg.train.max_steps:06d}",
+                unwrapped,
+                optimizer,
+                scheduler,
+                cfg.train.max_steps,
+                cfg,
             )
             _prune_checkpoints(out, cfg.train.keep_checkpoints)
         atomic_write_json(out / "train_summary.json", summary)
@@ -426,4 +456,3 @@ def _tensorboard(out: Path):
     except ImportError:
         return None
     return SummaryWriter(log_dir=str(out / "tensorboard"))
-
