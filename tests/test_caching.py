@@ -99,3 +99,23 @@ def test_saved_cache_round_trips_and_refuses_mismatches(tmp_path, model, tok, pr
 
         save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
         PromptCache.load(tmp_path / "other.safetensors", model, key)
+
+
+def test_many_queries_in_one_pass_equal_one_at_a_time(model, tok, prompt):
+    pc = PromptCache(model, prompt)
+    qs = [_ids(tok, f"Text: {w}\nLabel:") for w in ("a leaf", "the sea at night", "x")]
+    opts = [
+        [_ids(tok, o) for o in (" red\n", " blue\n", " green\n")],
+        [_ids(tok, " blue\n"), _ids(tok, " b\n")],
+        [_ids(tok, " red\n")],
+    ]
+    many = pc.score_options_many(list(zip(qs, opts)))
+    for q, o, got in zip(qs, opts, many):
+        one = pc.score_options(q, o)
+        assert np.allclose([x for x, _ in got], [x for x, _ in one], atol=1e-4)
+    # a small token budget splits the queries over several passes with the same result
+    split = pc.score_options_many(list(zip(qs, opts)), token_budget=20)
+    assert np.allclose([x for r in split for x, _ in r], [x for r in many for x, _ in r], atol=1e-4)
+    gens = pc.generate_many(qs, tok, max_new_tokens=6, stop=["\n"])
+    assert gens == [pc.generate(q, tok, 6, ["\n"]) for q in qs]
+    assert pc.length == len(prompt)

@@ -136,49 +136,99 @@ class PromptCache:
         self.base_len = n
 
     # ---- scoring ----------------------------------------------------------------------------
+    #
+    # Several queries share one forward pass: their tokens are laid side by side after the prompt,
+    # and a 4-D mask lets each token see the prompt plus its own query's earlier tokens only. The
+    # prompt's cache is shared, never copied per query. Afterwards everything is cropped off.
 
-    @torch.inference_mode()
-    def score_options(self, query_ids: list[int], options: list[list[int]]) -> list[tuple[float, int]]:
-        """(sum of log-probs, token count) of each option after prompt + query, in one forward pass."""
-        if not query_ids:
-            raise ValueError("empty query")
-        self.crop_to(self.base_len)
-        trie = OptionTrie.build(options)
-        nq, nt = len(query_ids), len(trie.tokens)
-        past = self.base_len
-        # attention: every new token sees the whole prompt; query tokens are causal among themselves;
-        # trie nodes see the whole query and their own ancestors.
-        q_len = nq + nt
-        mask = torch.zeros(q_len, past + q_len, dtype=torch.bool)
-        mask[:, :past] = True
-        mask[:nq, past : past + nq] = torch.tril(torch.ones(nq, nq, dtype=torch.bool))
-        mask[nq:, past : past + nq] = True
-        mask[nq:, past + nq :] = trie.ancestor_mask()
-        pos = list(range(past, past + nq)) + [past + nq + d for d in trie.depth]
-        ids = list(query_ids) + trie.tokens
-        # logits needed: the query's last token (predicts each option's first token) and every trie
-        # node that has children
-        has_child = sorted({p for p in trie.parent if p >= 0})
-        keep = [nq - 1] + [nq + i for i in has_child]
-        row_of = {-1: 0} | {node: r + 1 for r, node in enumerate(has_child)}
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        out = self.model(
-            input_ids=x,
-            position_ids=torch.tensor([pos], device=self.device),
+    def _masked_forward(
+        self, ids: list[int], pos: list[int], visible: torch.Tensor, keep: list[int] | None = None
+    ):
+        """Forward new tokens under a custom mask. All new tokens see the whole prompt; ``visible``
+        says which tokens after the prompt (already cached ones, then the new ones) each may see."""
+        n = len(ids)
+        past = self.length
+        if visible.shape != (n, past - self.base_len + n):
+            raise ValueError(f"mask shape {tuple(visible.shape)} does not match {n} new tokens after {past}")
+        mask = torch.zeros(n, past + n, dtype=torch.bool)
+        mask[:, : self.base_len] = True
+        mask[:, self.base_len :] = visible
+        return self.model(
+            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
+            position_ids=torch.tensor([pos], dtype=torch.long, device=self.device),
             past_key_values=self.cache,
             attention_mask=mask[None, None].to(self.device),
             use_cache=True,
-            logits_to_keep=torch.tensor(keep, device=self.device),
+            logits_to_keep=0 if keep is None else torch.tensor(keep, dtype=torch.long, device=self.device),
         )
-        logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+
+    @staticmethod
+    def _chunks(sizes: list[int], budget: int) -> list[list[int]]:
+        out, cur, used = [], [], 0
+        for i, n in enumerate(sizes):
+            if cur and used + n > budget:
+                out.append(cur)
+                cur, used = [], 0
+            cur.append(i)
+            used += n
+        if cur:
+            out.append(cur)
+        return out
+
+    @torch.inference_mode()
+    def score_options_many(
+        self, items: list[tuple[list[int], list[list[int]]]], token_budget: int = 4096
+    ) -> list[list[tuple[float, int]]]:
+        """For each (query, options): (sum of log-probs, token count) of every option after prompt + query.
+
+        Each query's options form a trie (shared prefixes once) whose nodes see the prompt, the
+        whole query and their own ancestors. Many queries go into one forward pass.
+        """
         self.crop_to(self.base_len)
-        result = []
-        for path in trie.paths:
-            total = 0.0
-            for node in path:
-                total += float(logp[row_of[trie.parent[node]], trie.tokens[node]])
-            result.append((total, len(path)))
-        return result
+        tries = [OptionTrie.build(opts) for _, opts in items]
+        sizes = [len(q) + len(t.tokens) for (q, _), t in zip(items, tries)]
+        results: list[list[tuple[float, int]]] = [[] for _ in items]
+        past = self.base_len
+        for chunk in self._chunks(sizes, token_budget):
+            n = sum(sizes[i] for i in chunk)
+            visible = torch.zeros(n, n, dtype=torch.bool)
+            ids: list[int] = []
+            pos: list[int] = []
+            keep: list[int] = []
+            rows: list[dict[int, int]] = []  # per query: trie node (-1 = query end) -> row in kept logits
+            for i in chunk:
+                q, trie = items[i][0], tries[i]
+                if not q:
+                    raise ValueError("empty query")
+                o, nq = len(ids), len(q)
+                visible[o : o + nq, o : o + nq] = torch.tril(torch.ones(nq, nq, dtype=torch.bool))
+                visible[o + nq : o + nq + len(trie.tokens), o : o + nq] = True
+                visible[o + nq : o + nq + len(trie.tokens), o + nq : o + nq + len(trie.tokens)] = (
+                    trie.ancestor_mask()
+                )
+                ids += list(q) + trie.tokens
+                pos += list(range(past, past + nq)) + [past + nq + d for d in trie.depth]
+                row = {-1: len(keep)}
+                keep.append(o + nq - 1)
+                for node in sorted({p for p in trie.parent if p >= 0}):
+                    row[node] = len(keep)
+                    keep.append(o + nq + node)
+                rows.append(row)
+            out = self._masked_forward(ids, pos, visible, keep)
+            logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+            self.crop_to(self.base_len)
+            for i, row in zip(chunk, rows):
+                trie = tries[i]
+                res = []
+                for path in trie.paths:
+                    total = sum(float(logp[row[trie.parent[node]], trie.tokens[node]]) for node in path)
+                    res.append((total, len(path)))
+                results[i] = res
+        return results
+
+    def score_options(self, query_ids: list[int], options: list[list[int]]) -> list[tuple[float, int]]:
+        """(sum of log-probs, token count) of each option after prompt + query."""
+        return self.score_options_many([(query_ids, options)])[0]
 
     @torch.inference_mode()
     def continuation_logprobs(self, query_ids: list[int], target_ids: list[int]) -> list[float]:
@@ -192,28 +242,83 @@ class PromptCache:
         return [float(logp[nq - 1 + i, t]) for i, t in enumerate(target_ids)]
 
     @torch.inference_mode()
+    def generate_many(
+        self,
+        queries: list[list[int]],
+        tokenizer,
+        max_new_tokens: int,
+        stop: list[str],
+        token_budget: int = 4096,
+    ) -> list[str]:
+        """Greedy decoding for many queries at once after the shared prompt.
+
+        All queries are prefilled in one pass; then every step feeds one new token per unfinished
+        query, each seeing the prompt, its own query and its own earlier tokens. A query ends at a
+        stop string, EOS, or ``max_new_tokens``.
+        """
+        self.crop_to(self.base_len)
+        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        texts: list[str] = [""] * len(queries)
+        sizes = [len(q) + max_new_tokens for q in queries]
+        past = self.base_len
+        for chunk in self._chunks(sizes, token_budget):
+            owner: list[int] = []  # which query each new cached token belongs to
+            ids: list[int] = []
+            pos: list[int] = []
+            keep: list[int] = []
+            nxt_pos: dict[int, int] = {}
+            for b in chunk:
+                q = queries[b]
+                owner += [b] * len(q)
+                ids += list(q)
+                pos += list(range(past, past + len(q)))
+                keep.append(len(ids) - 1)
+                nxt_pos[b] = past + len(q)
+            own = torch.tensor(owner)
+            visible = (own[:, None] == own[None, :]) & torch.tril(
+                torch.ones(len(ids), len(ids), dtype=torch.bool)
+            )
+            out = self._masked_forward(ids, pos, visible, keep)
+            nxt = dict(zip(chunk, out.logits[0].argmax(-1).tolist()))
+            gen: dict[int, list[int]] = {b: [] for b in chunk}
+            active = list(chunk)
+            for step in range(max_new_tokens):
+                still = []
+                for b in active:
+                    t = nxt[b]
+                    if t in eos:
+                        continue
+                    gen[b].append(t)
+                    texts[b] = tokenizer.decode(gen[b])
+                    if not any(s in texts[b] for s in stop):
+                        still.append(b)
+                active = still
+                if not active or step == max_new_tokens - 1:
+                    break
+                feed_owner = torch.tensor(owner + active)
+                n_new = len(active)
+                mine = feed_owner[None, :] == torch.tensor(active)[:, None]  # [n_new, all new tokens]
+                # each fed token sees its own query's cached tokens and itself, not the other fed tokens
+                mine[:, len(owner) :] = torch.eye(n_new, dtype=torch.bool)
+                step_ids = [gen[b][-1] for b in active]
+                step_pos = [nxt_pos[b] for b in active]
+                for b in active:
+                    nxt_pos[b] += 1
+                out = self._masked_forward(step_ids, step_pos, mine)
+                owner += active
+                nxt = dict(zip(active, out.logits[0].argmax(-1).tolist()))
+            self.crop_to(self.base_len)
+        for i, t in enumerate(texts):
+            for s in stop:
+                j = t.find(s)
+                if j >= 0:
+                    t = t[:j]
+            texts[i] = t
+        return texts
+
     def generate(self, query_ids: list[int], tokenizer, max_new_tokens: int, stop: list[str]) -> str:
         """Greedy decoding after prompt + query, until a stop string, EOS or ``max_new_tokens``."""
-        self.crop_to(self.base_len)
-        out = self._forward(list(query_ids), self.base_len, logits_to_keep=1)
-        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-        new: list[int] = []
-        text = ""
-        for _ in range(max_new_tokens):
-            nxt = int(out.logits[0, -1].argmax())
-            if nxt in eos:
-                break
-            new.append(nxt)
-            text = tokenizer.decode(new)
-            if any(s in text for s in stop):
-                break
-            out = self._forward([nxt], self.length, logits_to_keep=1)
-        self.crop_to(self.base_len)
-        for s in stop:
-            i = text.find(s)
-            if i >= 0:
-                text = text[:i]
-        return text
+        return self.generate_many([query_ids], tokenizer, max_new_tokens, stop)[0]
 
     # ---- persistence ------------------------------------------------------------------------
 

@@ -9,7 +9,15 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DataConfig, TrainConfig, builtin_config_dir, describe, load_config
+from .config import (
+    DataConfig,
+    EvalConfig,
+    QuickstartConfig,
+    TrainConfig,
+    builtin_config_dir,
+    describe,
+    load_config,
+)
 from .errors import ManyICLError
 
 log = logging.getLogger("manyicl")
@@ -57,6 +65,43 @@ def cmd_train(a: argparse.Namespace) -> int:
     if res.summary:
         print(json.dumps({k: v for k, v in res.summary.items() if k != "build"}, indent=2))
         print(f"saved: {res.final_dir}")
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    path, overrides = _split_config_args(a.args)
+    cfg = load_config(EvalConfig, path, overrides)
+    _offline(cfg.model.allow_download)
+    from .evaluate import evaluate
+    from .report import best_max_table
+
+    res = evaluate(cfg)
+    print(best_max_table(res.summary, markdown=False))
+    print(f"\nreport: {res.report_path}\nplots:  {res.output_dir / 'plots'}")
+    return 0
+
+
+def cmd_quickstart(a: argparse.Namespace) -> int:
+    overrides = list(a.overrides)
+    if a.output:
+        overrides.append(f"output_dir={a.output}")
+    cfg = load_config(QuickstartConfig, a.config, overrides)
+    _offline(cfg.train.model.allow_download)
+    from .quickstart import quickstart
+    from .report import best_max_table
+
+    res = quickstart(cfg)
+    t = res.timings
+    print(
+        "\nHeld-out synthetic families (never seen in meta-training): best score over shots / score at max shots"
+    )
+    print(best_max_table(res.summary, markdown=False))
+    print(
+        f"\ntime: {t['total_s']:.0f} s total (load {t['load_model_s']:.0f} s, train {t['train_s']:.0f} s at "
+        f"{t['train_tokens_per_s']:.0f} tokens/s, eval {t['eval_s']:.0f} s)"
+    )
+    print(f"report: {res.report}")
+    print(f"plots:  {res.report.parent / 'plots'}/ ({len(res.plots)} PNG shot curves)")
     return 0
 
 
@@ -207,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="shot-curve evaluation with a cached prompt (base and/or adapters)")
+    e.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG|KEY=VALUE",
+        help=f"eval config YAML or shipped name, then {OVERRIDES_HELP}",
+    )
+    e.set_defaults(func=cmd_eval)
+
+    q = sub.add_parser(
+        "quickstart", help="meta-train SmolLM2-135M on synthetic tasks, compare base vs fine-tuned"
+    )
+    q.add_argument("--output", help="output folder (default runs/quickstart)")
+    q.add_argument("--config", default="quickstart", help="quickstart config (default: the shipped one)")
+    q.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.train.max_steps=10 eval.max_queries=10"
+    )
+    q.set_defaults(func=cmd_quickstart)
 
     d = sub.add_parser("data", help="inspect training builds")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

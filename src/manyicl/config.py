@@ -538,3 +538,13 @@ class EvalConfig:
         for label, path in self.adapters.items():
             if path is not None and not isinstance(path, str):
                 c.add(_key(where, f"adapters.{label}"), f"must be an adapter directory or null, got {path!r}")
+
+
+@dataclass
+class QuickstartConfig:
+    output_dir: str = "runs/quickstart"
+    """Everything goes here: train/ (adapter, metrics) and eval/ (report.md, plots/)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Meta-training on the held-in synthetic families (its output_dir is set to OUTPUT/train)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Base vs fine-tuned on the held-out families (its output_dir is set to OUTPUT/eval)."""

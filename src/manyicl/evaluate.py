@@ -141,20 +141,25 @@ def shot_plan(pt: PreparedTask, cfg: EvalConfig, seed: int) -> tuple[np.ndarray,
 def score_queries(
     pc: PromptCache, pt: PreparedTask, tokenizer, normalize: str
 ) -> tuple[list[dict], list[str]]:
-    """Score every query of ``pt`` against the prompt in ``pc``; returns per-query scores and predictions."""
+    """Score every query of ``pt`` against the prompt in ``pc`` (batched); per-query scores and predictions."""
     task = pt.task
     scores, preds = [], []
-    for q in pt.queries:
-        if pt.mode == "options":
-            lls = pc.score_options(q.ids, q.option_ids)
+    if pt.mode == "options":
+        all_lls = pc.score_options_many([(q.ids, q.option_ids) for q in pt.queries])
+        for q, lls in zip(pt.queries, all_lls):
             vals = [lp / n if normalize == "tokens" else lp for lp, n in lls]
             pred = q.options[int(np.argmax(vals))]
-            s = {"score": float(pred == q.example.output)}
-        else:
-            text = pc.generate(q.ids, tokenizer, pt.max_new_tokens, task.template.stop_strings())
-            pred = text.strip()
-            s = score_generation(task.metric, pred, q.example.output, task.labels, task.label_separator)
-        scores.append(s)
+            scores.append({"score": float(pred == q.example.output)})
+            preds.append(pred)
+        return scores, preds
+    texts = pc.generate_many(
+        [q.ids for q in pt.queries], tokenizer, pt.max_new_tokens, task.template.stop_strings()
+    )
+    for q, text in zip(pt.queries, texts):
+        pred = text.strip()
+        scores.append(
+            score_generation(task.metric, pred, q.example.output, task.labels, task.label_separator)
+        )
         preds.append(pred)
     return scores, preds
 

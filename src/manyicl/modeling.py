@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -172,6 +173,9 @@ def load_model(cfg: ModelConfig, tokenizer=None):
     if path == TINY:
         model = tiny_model(len(tokenizer), dtype=dtype, attn=cfg.attn_implementation)
     else:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the per-tensor loading bar; our own bars stay
         model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=dtype,
@@ -201,7 +205,9 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
             "model.adapter", f"{adapter_dir} has no adapter_model.safetensors; only safetensors adapters load"
         )
     try:
-        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as e:
         raise ManyICLError(
             f"adapter {adapter_dir} does not fit this base model ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
@@ -231,7 +237,9 @@ def apply_lora(model, cfg: LoraConfig):
         target_modules=list(cfg.target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, pcfg, autocast_adapter_dtype=True)
+    with warnings.catch_warnings():  # peft asks transformers' deprecated is_gradient_checkpointing
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, pcfg, autocast_adapter_dtype=True)
 
 
 def count_parameters(model) -> tuple[int, int]:
