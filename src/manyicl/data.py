@@ -65,7 +65,7 @@ def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig) -> Traini
     seqs: list[Sequence] = []
     c = Collector()
     for task in tasks:
-        if cfg.train_split not in task.splits:
+        if not task.has_split(cfg.train_split):
             c.add(
                 task.name,
                 f"has no '{cfg.train_split}' split (has {', '.join(task.splits)})",

@@ -20,10 +20,13 @@ class Problem:
     """What is wrong and what to do about it."""
     field: str | None = None
     """Field inside the record, when there is one."""
+    level: str = "error"
+    """'error' (the input cannot be used) or 'warning' (usable, but probably not what was meant)."""
 
     def __str__(self) -> str:
         field = f" [{self.field}]" if self.field else ""
-        return f"{self.where}{field}: {self.message}"
+        tag = "warning: " if self.level == "warning" else ""
+        return f"{tag}{self.where}{field}: {self.message}"
 
 
 class ManyICLError(Exception):
@@ -67,9 +70,21 @@ class Collector:
     def add(self, where: str, message: str, field: str | None = None) -> None:
         self.problems.append(Problem(where, message, field))
 
+    def warn(self, where: str, message: str, field: str | None = None) -> None:
+        self.problems.append(Problem(where, message, field, level="warning"))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "warning"]
+
     def __bool__(self) -> bool:
-        return bool(self.problems)
+        return bool(self.errors)
 
     def raise_if_any(self, cls: type[ProblemsError] = ProblemsError, title: str | None = None) -> None:
-        if self.problems:
-            raise cls(self.problems, title=title)
+        """Raise with every problem (warnings included, for context) when there is at least one error."""
+        if self.errors:
+            raise cls(self.errors + self.warnings, title=title)

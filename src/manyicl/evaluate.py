@@ -59,12 +59,13 @@ class PreparedTask:
 
 
 def answer_mode(task: Task) -> str:
-    has_options = any(task.options_for(e) for e in task.splits.get("test", [])[:50]) or bool(task.labels)
+    sample = next(iter(task.splits.values()), [])[:50]
+    has_options = bool(task.labels) or any(task.options_for(e) for e in sample)
     return "options" if task.metric == "accuracy" and has_options else "generate"
 
 
 def prepare_task(task: Task, tokenizer, cfg: EvalConfig) -> PreparedTask:
-    if cfg.demo_split not in task.splits or cfg.eval_split not in task.splits:
+    if not task.has_split(cfg.demo_split) or not task.has_split(cfg.eval_split):
         raise ManyICLError(
             f"task {task.name} needs splits '{cfg.demo_split}' (demonstrations) and '{cfg.eval_split}' (queries); "
             f"it has {', '.join(task.splits)}"
@@ -72,7 +73,7 @@ def prepare_task(task: Task, tokenizer, cfg: EvalConfig) -> PreparedTask:
     mode = answer_mode(task)
     demos = tokenize_task(task, tokenizer, cfg.demo_split, cfg.max_length // 2, cfg.on_overlong, cfg.add_bos)
     r = Renderer(tokenizer, task.template, add_bos=cfg.add_bos)
-    pool = task.splits[cfg.eval_split]
+    pool = task.split(cfg.eval_split)
     rng = np.random.default_rng(stable_seed("queries", task.name))
     picked = sorted(rng.choice(len(pool), size=min(cfg.max_queries, len(pool)), replace=False).tolist())
     if cfg.scoring.max_new_tokens:

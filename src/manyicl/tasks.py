@@ -38,6 +38,8 @@ class Example:
     input: str
     output: str
     options: tuple[str, ...] = ()
+    line: int = field(default=0, compare=False)
+    """Line (or row) in the source file, for error messages; 0 when generated."""
 
 
 @dataclass
@@ -100,6 +102,12 @@ class Task:
     family: str = ""
     """Task family (synthetic suite) or source dataset; used for splits and reports."""
     description: str = ""
+    source: str = ""
+    """Where the data came from (folder or file), for messages."""
+    split_files: dict[str, str] = field(default_factory=dict)
+    """Split name -> file it was read from, for messages that name file and line."""
+    notes: list[str] = field(default_factory=list)
+    """Facts a user should know (e.g. 'test.jsonl is unlabeled and not used', 'test split derived')."""
 
     def __post_init__(self) -> None:
         if not self.metric:
@@ -120,12 +128,19 @@ class Task:
             return ex.output
         return None
 
-    def split(self, name: str) -> list[Example]:
-        if name not in self.splits:
+    def has_split(self, spec: str) -> bool:
+        return any(p in self.splits for p in spec.split("+"))
+
+    def split(self, spec: str) -> list[Example]:
+        """Examples of a split, or of several joined with '+' (e.g. 'train+dev'; missing parts are skipped)."""
+        parts = [p for p in spec.split("+") if p in self.splits]
+        if not parts:
             raise TaskFormatError.single(
-                self.name, f"has no split '{name}' (it has: {', '.join(self.splits) or 'none'})"
+                self.name, f"has no split '{spec}' (it has: {', '.join(self.splits) or 'none'})"
             )
-        return self.splits[name]
+        if len(parts) == 1:
+            return self.splits[parts[0]]
+        return [e for p in parts for e in self.splits[p]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,13 +189,13 @@ def read_jsonl_examples(path: Path, c: Collector) -> list[Example]:
         if not isinstance(obj, dict):
             c.add(where, f"expected a JSON object, got {type(obj).__name__}")
             continue
-        ex = example_from_record(obj, where, c)
+        ex = example_from_record(obj, where, c, line=lineno)
         if ex is not None:
             out.append(ex)
     return out
 
 
-def example_from_record(obj: dict[str, Any], where: str, c: Collector) -> Example | None:
+def example_from_record(obj: dict[str, Any], where: str, c: Collector, line: int = 0) -> Example | None:
     ok = True
     for key in ("input", "output"):
         if key not in obj:
@@ -201,7 +216,7 @@ def example_from_record(obj: dict[str, Any], where: str, c: Collector) -> Exampl
         ok = False
     if not ok:
         return None
-    return Example(obj["input"], obj["output"], tuple(options))
+    return Example(obj["input"], obj["output"], tuple(options), line=line)
 
 
 def load_task_dir(path: str | Path) -> Task:
@@ -262,6 +277,8 @@ def load_task_dir(path: str | Path) -> Task:
             continue
         splits[split] = read_jsonl_examples(f, c)
     task = Task(
+        source=str(path),
+        split_files={k: str(v) for k, v in split_files.items()},
         name=str(name),
         category=str(category),
         template=template,
@@ -296,6 +313,57 @@ def validate_task(task: Task, c: Collector, where: str | None = None, check_empt
         for split, exs in task.splits.items():
             if not exs:
                 c.add(f"{where}/{split}", "split has no examples")
+
+
+def _at(task: Task, split: str, ex: Example) -> str:
+    f = task.split_files.get(split) or f"{task.name}/{split}"
+    return f"{f}:{ex.line}" if ex.line else f"{f} ({ex.input[:40]!r})"
+
+
+def check_quality(task: Task, c: Collector, max_per_kind: int = 5) -> None:
+    """Warnings for data that loads but is probably not what was meant.
+
+    Duplicate examples, labels with stray whitespace, labels that differ only in case, options that
+    do not contain the gold output. Each names file, line and field (at most ``max_per_kind`` per
+    kind and split, then a count).
+    """
+    for split, exs in task.splits.items():
+        found: dict[str, list[tuple[str, str, str]]] = {}
+        seen: dict[tuple[str, str], Example] = {}
+        first_with: dict[str, Example] = {}
+        for ex in exs:
+            key = (" ".join(ex.input.split()).lower(), ex.output)
+            if key in seen:
+                found.setdefault("duplicate", []).append(
+                    (_at(task, split, ex), f"duplicate of {_at(task, split, seen[key])}", "input")
+                )
+            else:
+                seen[key] = ex
+            if ex.output != ex.output.strip():
+                found.setdefault("whitespace", []).append(
+                    (_at(task, split, ex), f"label {ex.output!r} has leading/trailing whitespace", "output")
+                )
+            if ex.options and ex.output not in ex.options:
+                found.setdefault("options", []).append(
+                    (_at(task, split, ex), f"gold output {ex.output!r} is not among the options", "options")
+                )
+            first_with.setdefault(ex.output, ex)
+        if task.category in ("cls", "nli") or task.labels:
+            by_fold: dict[str, list[str]] = {}
+            for out in first_with:
+                by_fold.setdefault(out.strip().lower(), []).append(out)
+            for variants in by_fold.values():
+                if len(variants) > 1:
+                    ex = first_with[variants[1]]
+                    found.setdefault("case", []).append(
+                        (_at(task, split, ex), f"labels {variants} differ only in case/whitespace", "output")
+                    )
+        for items in found.values():
+            for where, msg, fld in items[:max_per_kind]:
+                c.warn(where, msg, fld)
+            if len(items) > max_per_kind:
+                src = task.split_files.get(split) or f"{task.name}/{split}"
+                c.warn(src, f"... and {len(items) - max_per_kind} more like the above")
 
 
 def find_task_dirs(root: str | Path) -> list[Path]:
