@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import Collector, ConfigError
+from .fileio import load_yaml
 
 
 def _key(where: str, name: str) -> str:
@@ -386,7 +387,7 @@ def parse_overrides(overrides: list[str], c: Collector) -> list[tuple[str, Any]]
             c.add(item, "overrides look like key.sub=value, e.g. data.max_length=1024")
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         out.append((key.strip(), value))
@@ -411,7 +412,7 @@ def resolve_config_path(path: str | Path) -> Path:
 
 def load_yaml_mapping(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError.single(str(path), f"not valid YAML: {e}") from None
     except UnicodeDecodeError:

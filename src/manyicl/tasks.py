@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import Collector, TaskFormatError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, load_yaml
 
 CATEGORIES = ("cls", "nli", "qa", "mlcls", "sum", "math", "other")
 METRICS = ("accuracy", "exact_match", "rouge_l", "math_accuracy", "multilabel_f1")
@@ -157,6 +157,7 @@ _TASK_KEYS = {
     "description",
     "template",
     "splits",
+    "source",
 }
 
 
@@ -227,7 +228,7 @@ def load_task_dir(path: str | Path) -> Task:
     if not meta_path.exists():
         raise TaskFormatError.single(str(path), "no task.yaml here; see docs/task_format.md")
     try:
-        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
+        meta = load_yaml(meta_path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise TaskFormatError.single(str(meta_path), f"not valid UTF-8 YAML: {e}") from None
     if not isinstance(meta, dict):
@@ -260,7 +261,17 @@ def load_task_dir(path: str | Path) -> Task:
         c.add(where, f"must be a list of strings, got {labels!r}", "labels")
         labels = []
     split_files: dict[str, Path]
-    if meta.get("splits"):
+    splits: dict[str, list[Example]] = {}
+    if "source" in meta:  # raw JSONL/CSV/TSV/datasets with a field mapping
+        from .sources import check_source, read_source_splits
+
+        split_files = {}
+        if check_source(meta["source"], where, c):
+            splits, files = read_source_splits(path, meta["source"], c)
+            split_files = {k: Path(v) for k, v in files.items()}
+            if not splits and not c:
+                c.add(where, "the source produced no splits", "source")
+    elif meta.get("splits"):
         if not isinstance(meta["splits"], dict):
             c.add(where, "must map split names to JSONL file names", "splits")
             split_files = {}
@@ -268,10 +279,11 @@ def load_task_dir(path: str | Path) -> Task:
             split_files = {str(k): path / str(v) for k, v in meta["splits"].items()}
     else:
         split_files = {p.stem: p for p in sorted(path.glob("*.jsonl"))}
-    if not split_files:
+    if not split_files and "source" not in meta:
         c.add(str(path), "no splits: add train.jsonl / test.jsonl (one JSON example per line)")
-    splits: dict[str, list[Example]] = {}
     for split, f in split_files.items():
+        if split in splits:
+            continue
         if not f.exists():
             c.add(where, f"split file {f.name} does not exist", f"splits.{split}")
             continue
