@@ -54,7 +54,7 @@ def test_data_show_marks_targets(capsys):
 
 
 def test_tasks_list_and_synth_export_validate(tmp_path, capsys):
-    assert main(["-q", "tasks", "list"]) == 0
+    assert main(["-q", "tasks", "list", "--no-shared"]) == 0
     listing = capsys.readouterr().out
     assert "intent_many_0" in listing and "held-out" in listing
     assert (

@@ -47,7 +47,10 @@ def test_headerless_tsv_with_column_names(tmp_path):
 
 def test_jsonl_mapping_with_options(tmp_path):
     meta = "category: qa\nmetric: accuracy\nsource:\n  format: jsonl\n  input: question\n  output: answer\n  options: choices\n"
-    rows = [{"question": "2+2?", "answer": 4, "choices": [3, 4, 5]}, {"question": "Capital of France?", "answer": "Paris", "choices": "Rome|Paris"}]
+    rows = [
+        {"question": "2+2?", "answer": 4, "choices": [3, 4, 5]},
+        {"question": "Capital of France?", "answer": "Paris", "choices": "Rome|Paris"},
+    ]
     t = load_task_dir(_task(tmp_path, meta, {"train.jsonl": "\n".join(json.dumps(r) for r in rows)}))
     assert t.splits["train"][0].options == ("3", "4", "5") and t.splits["train"][0].output == "4"
     assert t.splits["train"][1].options == ("Rome", "Paris")

@@ -160,22 +160,58 @@ def cmd_data_show(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tasks_list(a: argparse.Namespace) -> int:
+def _task_universe(a: argparse.Namespace):
+    """(tasks, role of each task name) for the tasks commands: synthetic + shared + folders."""
     from .config import TaskSourceConfig
     from .data import load_tasks
-
-    src = TaskSourceConfig(synthetic=not a.no_synthetic, split="all", dirs=list(a.dirs or []))
-    tasks = load_tasks(src)
-    if a.json:
-        print(json.dumps([_task_summary(t) for t in tasks], indent=2))
-        return 0
     from .synthetic import FAMILIES
 
-    print(f"{'task':<30}{'family':<24}{'category':<9}{'metric':<15}{'split':<9}{'labels':>7}  sizes")
+    roles: dict[str, str] = {}
+    want_shared = not a.no_shared and (a.data or _shared_available())
+    src = TaskSourceConfig(
+        synthetic=not a.no_synthetic,
+        shared=bool(want_shared),
+        data_dir=a.data,
+        scheme="all",
+        split="all",
+        dirs=list(getattr(a, "dirs", None) or []),
+    )
+    if not (src.synthetic or src.shared or src.dirs):
+        raise ManyICLError(
+            "nothing to list: no shared data found and --no-synthetic given; pass --data DIR or --dirs"
+        )
+    tasks = load_tasks(src)
+    if want_shared:
+        from .data import shared_data_dir
+        from .splits import resolve_split
+
+        split = resolve_split(a.scheme, shared_data_dir(src))
+        roles.update({n: split.role(n) for n in split.train + split.test + list(split.excluded)})
     for t in tasks:
-        held = "held-out" if (t.family in FAMILIES and FAMILIES[t.family].held_out) else "held-in"
+        if t.family in FAMILIES:
+            roles[t.name] = "held-out" if FAMILIES[t.family].held_out else "held-in"
+        roles.setdefault(t.name, "-")
+    return tasks, roles
+
+
+def _shared_available() -> bool:
+    from .realdata import default_data_dir
+
+    return default_data_dir() is not None
+
+
+def cmd_tasks_list(a: argparse.Namespace) -> int:
+    tasks, roles = _task_universe(a)
+    if a.json:
+        print(json.dumps([_task_summary(t) | {"role": roles.get(t.name, "-")} for t in tasks], indent=2))
+        return 0
+    print(f"{'task':<40}{'category':<9}{'metric':<15}{a.scheme + ' role':<14}{'labels':>7}  sizes")
+    for t in tasks:
         sizes = " ".join(f"{k}={len(v)}" for k, v in t.splits.items())
-        print(f"{t.name:<30}{t.family:<24}{t.category:<9}{t.metric:<15}{held:<9}{len(t.labels):>7}  {sizes}")
+        print(
+            f"{t.name:<40}{t.category:<9}{t.metric:<15}{roles.get(t.name, '-'):<14}{len(t.labels):>7}  {sizes}"
+        )
+    print(f"\n{len(tasks)} tasks")
     return 0
 
 
@@ -187,15 +223,156 @@ def _task_summary(t) -> dict:
         "metric": t.metric,
         "labels": list(t.labels),
         "splits": {k: len(v) for k, v in t.splits.items()},
+        "notes": list(t.notes),
     }
 
 
-def cmd_tasks_validate(a: argparse.Namespace) -> int:
-    from .tasks import load_task_dirs
+def cmd_tasks_show(a: argparse.Namespace) -> int:
+    from collections import Counter
 
-    tasks = load_task_dirs(a.dirs)
+    import numpy as np
+
+    from .config import ModelConfig
+    from .modeling import load_tokenizer
+    from .templates import tokenize_task
+
+    tasks, roles = _task_universe(a)
+    match = [t for t in tasks if t.name == a.name] or [t for t in tasks if a.name in t.name]
+    if not match:
+        raise ManyICLError(f"no task named {a.name!r}; see `manyicl tasks list`")
+    t = match[0]
+    print(f"{t.name}  [{t.category}, metric {t.metric}, {roles.get(t.name, '-')} in the {a.scheme} split]")
+    if t.description:
+        print(f"  {t.description[:300]}")
+    if t.source:
+        print(f"  source: {t.source}")
+    for n in t.notes:
+        print(f"  note: {n}")
+    print("  splits: " + ", ".join(f"{k}={len(v)}" for k, v in t.splits.items()))
+    first = next(iter(t.splits))
+    counts = Counter(e.output for e in t.splits[first])
+    if t.category in ("cls", "nli") or t.labels:
+        lo, hi = min(counts.values()), max(counts.values())
+        print(f"  labels ({len(t.labels) or len(counts)}), balance in {first}: min {lo}, max {hi}")
+        print(
+            "    "
+            + ", ".join(f"{k} ({v})" for k, v in counts.most_common(12))
+            + (" ..." if len(counts) > 12 else "")
+        )
+    tok = load_tokenizer(ModelConfig(name_or_path=a.model))
+    tt = tokenize_task(t, tok, first, a.max_length, "truncate_input")
+    lengths = tt.lengths
+    budget = a.max_length - len(tt.header)
+    print(
+        f"  tokens per example ({a.model}): mean {np.mean(lengths):.1f}, max {int(np.max(lengths))}; "
+        f"header {len(tt.header)}"
+    )
+    print(
+        f"  shots that fit in {a.max_length} tokens: about {int(budget // max(np.mean(lengths), 1))} (mean length)"
+    )
+    ex = t.splits[first][0]
+    print("\n  one rendered example (target in [[...]]):")
+    print(
+        "    "
+        + (t.template.header_text() + t.template.query_text(ex.input)).replace("\n", "\n    ")
+        + "[["
+        + t.template.target_text(ex.output)
+        + "]]"
+    )
+    return 0
+
+
+def cmd_tasks_validate(a: argparse.Namespace) -> int:
+    from .errors import Collector, ProblemsError
+    from .tasks import check_quality, load_task_dirs, validate_task
+
+    c = Collector()
+    tasks = []
+    if a.dirs:
+        try:
+            tasks += load_task_dirs(a.dirs)
+        except ProblemsError as e:
+            c.problems.extend(e.problems)
+    if a.all:
+        a.no_synthetic = False
+        a.no_shared = False
+        a.scheme = "all"
+        dirs, a.dirs = a.dirs, []
+        try:
+            more, _ = _task_universe(a)
+            tasks += more
+        except ProblemsError as e:
+            c.problems.extend(e.problems)
+        a.dirs = dirs
+    if not a.dirs and not a.all:
+        raise ManyICLError(
+            "name task folders to validate, or --all for the synthetic suite and the shared data"
+        )
+    for t in tasks:
+        validate_task(t, c)
+        check_quality(t, c)
     for t in tasks:
         print(f"ok  {t.name}: " + ", ".join(f"{k}={len(v)}" for k, v in t.splits.items()))
+    for p in c.warnings:
+        print(f"  {p}")
+    for p in c.errors:
+        print(f"ERROR {p}", file=sys.stderr)
+    print(f"\n{len(tasks)} tasks, {len(c.errors)} errors, {len(c.warnings)} warnings")
+    if c.errors or (a.strict and c.warnings):
+        return 2
+    return 0
+
+
+def cmd_tasks_split(a: argparse.Namespace) -> int:
+    from .config import TaskSourceConfig
+    from .data import shared_data_dir
+    from .realdata import load_shared_tasks
+    from .splits import find_overlaps, resolve_split
+
+    d = shared_data_dir(TaskSourceConfig(data_dir=a.data))
+    split = resolve_split(a.scheme, d)
+    out: dict = {
+        "scheme": split.scheme,
+        "train": split.train,
+        "test": split.test,
+        "missing": split.missing,
+        "excluded": split.excluded,
+    }
+    if a.check_overlap:
+        train = load_shared_tasks(d, split.train)
+        test = load_shared_tasks(d, split.test)
+        out["overlaps"] = find_overlaps(train, test, a.train_split, a.test_split)
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"scheme {split.scheme}: {len(split.train)} training tasks, {len(split.test)} test tasks")
+    print("test:  " + ", ".join(split.test))
+    print("train: " + ", ".join(split.train))
+    if split.excluded:
+        print("excluded from training:")
+        for n, why in split.excluded.items():
+            print(f"  {n}: {why}")
+    if split.missing:
+        print(
+            f"named by the scheme but absent here ({len(split.missing)}, skipped): "
+            + ", ".join(split.missing)
+        )
+    if a.check_overlap:
+        ov = out["overlaps"]
+        if not ov:
+            print(
+                f"overlap check: no test example ({a.test_split}) occurs in any training task ({a.train_split})"
+            )
+        for o in ov:
+            tag = {"exact": "OVERLAP", "near": "NEAR-OVERLAP", "short": "short match (likely coincidence)"}[
+                o["kind"]
+            ]
+            print(f"{tag}: {o['count']} of {o['test_task']} in {o['train_task']}, e.g. {o['samples'][0]!r}")
+        leaks = [o for o in ov if o["kind"] != "short"]
+        print(
+            f"overlap check: {len(leaks)} leaking task pairs, {len(ov) - len(leaks)} short coincidental matches"
+        )
+        return 2 if leaks else 0
     return 0
 
 
@@ -289,16 +466,54 @@ def build_parser() -> argparse.ArgumentParser:
     dw.add_argument("--chars", type=int, default=3000, help="print at most this many characters (0: all)")
     dw.set_defaults(func=cmd_data_show)
 
-    ta = sub.add_parser("tasks", help="list and validate tasks")
+    ta = sub.add_parser(
+        "tasks", help="list, inspect, validate and split tasks (synthetic, shared data, folders)"
+    )
     tsub = ta.add_subparsers(dest="tasks_command", required=True, metavar="SUBCOMMAND")
-    tl = tsub.add_parser("list", help="list tasks with category, metric and split sizes")
-    tl.add_argument("--dirs", nargs="*", help="task folders to include")
-    tl.add_argument("--no-synthetic", action="store_true", help="leave out the synthetic suite")
+
+    def universe_args(x):
+        x.add_argument(
+            "--data", help="shared data folder (default: ../shared/data or $MANYICL_DATA when present)"
+        )
+        x.add_argument("--dirs", nargs="*", help="task folders to include")
+        x.add_argument("--no-synthetic", action="store_true", help="leave out the synthetic suite")
+        x.add_argument("--no-shared", action="store_true", help="leave out the shared datasets")
+        x.add_argument(
+            "--scheme",
+            default="paper",
+            help="split scheme for the role column (paper, metaicl:NAME, loco:CAT)",
+        )
+
+    tl = tsub.add_parser("list", help="every task with category, metric, held-in/out role and split sizes")
+    universe_args(tl)
     tl.add_argument("--json", action="store_true")
     tl.set_defaults(func=cmd_tasks_list)
-    tv = tsub.add_parser("validate", help="check task folders and report every problem")
-    tv.add_argument("dirs", nargs="+", help="task folders (or folders of task folders)")
-    tv.set_defaults(func=cmd_tasks_validate)
+    ts = tsub.add_parser("show", help="one task: sizes, label balance, tokens per example, shots that fit")
+    ts.add_argument("name")
+    universe_args(ts)
+    ts.add_argument("--model", default="smollm2-135m-instruct", help="tokenizer to count tokens with")
+    ts.add_argument("--max-length", type=int, default=2048, help="context length for the shots estimate")
+    ts.set_defaults(func=cmd_tasks_show)
+    tv = tsub.add_parser("validate", help="check task folders (or --all) and report every problem")
+    tv.add_argument("dirs", nargs="*", help="task folders (or folders of task folders)")
+    tv.add_argument("--all", action="store_true", help="also the synthetic suite and every shared dataset")
+    tv.add_argument("--data", help="shared data folder")
+    tv.add_argument("--strict", action="store_true", help="fail on warnings too")
+    tv.set_defaults(func=cmd_tasks_validate, no_synthetic=False, no_shared=False, scheme="all")
+    tp = tsub.add_parser("split", help="held-in / held-out split of the shared tasks, with an overlap check")
+    tp.add_argument(
+        "--scheme", default="paper", help="paper, metaicl:NAME (e.g. metaicl:class_to_class), loco:CATEGORY"
+    )
+    tp.add_argument("--data", help="shared data folder")
+    tp.add_argument(
+        "--check-overlap", action="store_true", help="report test examples that occur in training tasks"
+    )
+    tp.add_argument(
+        "--train-split", default="train+dev+test", help="training examples to check (default all labelled)"
+    )
+    tp.add_argument("--test-split", default="test", help="test examples to check")
+    tp.add_argument("--json", action="store_true")
+    tp.set_defaults(func=cmd_tasks_split)
 
     sy = sub.add_parser("synth", help="the built-in synthetic task suite")
     ssub = sy.add_subparsers(dest="synth_command", required=True, metavar="SUBCOMMAND")
@@ -335,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `manyicl tasks list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

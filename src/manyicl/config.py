@@ -96,9 +96,18 @@ class TaskSourceConfig:
     """Test examples per synthetic task instance."""
     dirs: list[str] = field(default_factory=list)
     """Task folders (``task.yaml`` + one JSONL per split), or folders holding such folders."""
+    shared: bool = False
+    """Use the real datasets of the shared data folder (``manyicl tasks list`` shows them)."""
+    data_dir: str | None = None
+    """The shared data folder (default: ``$MANYICL_DATA``, else ``../shared/data`` beside the repository)."""
+    scheme: str = "paper"
+    """Held-in/held-out split of the shared tasks: ``paper``, ``metaicl:<config>`` (e.g.
+    ``metaicl:class_to_class``), ``loco:<category>`` (paper split minus that category), or ``all``."""
     split: Literal["held_in", "held_out", "all"] = "held_in"
-    """Which synthetic families to use: held-in (training), held-out (evaluation) or all. Folder tasks
-    are always included."""
+    """Which side of the split to use: held-in (training), held-out (evaluation) or all. Applies to the
+    synthetic families and to the shared tasks' scheme; folder tasks are always included."""
+    max_examples_per_split: int = 0
+    """Keep at most this many examples per split of each task (a fixed random subset; 0 keeps all)."""
     include: list[str] = field(default_factory=list)
     """Keep only tasks whose name or family is listed (empty: keep all)."""
     exclude: list[str] = field(default_factory=list)
@@ -108,8 +117,12 @@ class TaskSourceConfig:
         for name in ("synthetic_instances", "synthetic_train_size", "synthetic_test_size"):
             if getattr(self, name) <= 0:
                 c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
-        if not self.synthetic and not self.dirs:
-            c.add(where or "tasks", "no tasks: set synthetic: true or list task folders in dirs")
+        if not self.synthetic and not self.dirs and not self.shared:
+            c.add(
+                where or "tasks", "no tasks: set synthetic: true, shared: true, or list task folders in dirs"
+            )
+        if self.max_examples_per_split < 0:
+            c.add(_key(where, "max_examples_per_split"), f"must be >= 0, got {self.max_examples_per_split}")
 
 
 @dataclass

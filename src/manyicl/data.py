@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -13,6 +15,8 @@ from .packing import BuildStats, Sequence, Window, build_task_sequences, pack_wi
 from .tasks import Task, load_task_dirs, validate_task
 from .templates import tokenize_task
 
+log = logging.getLogger(__name__)
+
 
 def stable_seed(*parts: object) -> int:
     """A seed that depends only on its parts (not on PYTHONHASHSEED or task order)."""
@@ -20,11 +24,11 @@ def stable_seed(*parts: object) -> int:
 
 
 def load_tasks(src: TaskSourceConfig) -> list[Task]:
-    """Tasks from the synthetic suite and task folders, filtered by include/exclude."""
-    from .synthetic import synthetic_suite
-
+    """Tasks from the synthetic suite, the shared datasets and task folders, filtered by include/exclude."""
     tasks: list[Task] = []
     if src.synthetic:
+        from .synthetic import synthetic_suite
+
         tasks += synthetic_suite(
             seed=src.synthetic_seed,
             instances=src.synthetic_instances,
@@ -32,21 +36,79 @@ def load_tasks(src: TaskSourceConfig) -> list[Task]:
             test_size=src.synthetic_test_size,
             split=src.split,
         )
+    if src.shared:
+        tasks += _shared_tasks(src)
     if src.dirs:
         tasks += load_task_dirs(src.dirs)
-    if src.include:
-        keep = set(src.include)
-        tasks = [t for t in tasks if t.name in keep or t.family in keep]
-    if src.exclude:
-        drop = set(src.exclude)
-        tasks = [t for t in tasks if not ({t.name, t.family, t.category} & drop)]
+    tasks = [t for t in tasks if _selected(t, src)]
     if not tasks:
-        raise ConfigError.single("data.tasks", "selects no tasks; check include/exclude and dirs")
+        raise ConfigError.single("data.tasks", "selects no tasks; check include/exclude, dirs and the split")
+    if src.max_examples_per_split:
+        tasks = [cap_examples(t, src.max_examples_per_split) for t in tasks]
     c = Collector()
     for t in tasks:
         validate_task(t, c)
     c.raise_if_any(TaskFormatError)
     return tasks
+
+
+def _selected(t: Task | object, src: TaskSourceConfig) -> bool:
+    names = {t.name, t.family, t.category} if isinstance(t, Task) else {t.name, t.dataset, t.category}
+    if src.include and not names & set(src.include):
+        return False
+    return not (src.exclude and names & set(src.exclude))
+
+
+def shared_data_dir(src: TaskSourceConfig) -> Path:
+    from .realdata import default_data_dir
+
+    d = Path(src.data_dir) if src.data_dir else default_data_dir()
+    if d is None or not d.is_dir():
+        raise ConfigError.single(
+            "tasks.data_dir",
+            f"shared data folder {'not found' if d is None else str(d) + ' does not exist'}; "
+            "put it at ../shared/data beside the repository, set MANYICL_DATA, or set tasks.data_dir",
+        )
+    return d
+
+
+def _shared_tasks(src: TaskSourceConfig) -> list[Task]:
+    from .realdata import load_shared_tasks, shared_catalog
+    from .splits import resolve_split
+
+    d = shared_data_dir(src)
+    split = resolve_split(src.scheme, d)
+    if split.missing:
+        log.warning(
+            "split %s names %d tasks absent here (skipped): %s",
+            split.scheme,
+            len(split.missing),
+            ", ".join(split.missing),
+        )
+    wanted = {
+        "held_in": split.train,
+        "held_out": split.test,
+        "all": list(dict.fromkeys(split.train + split.test)),
+    }[src.split]
+    catalog = {t.name: t for t in shared_catalog(d)}
+    names = [n for n in wanted if _selected(catalog[n], src)]
+    return load_shared_tasks(d, names)
+
+
+def cap_examples(task: Task, n: int) -> Task:
+    """At most ``n`` examples per split: a fixed random subset (same for every run), file order kept."""
+    from dataclasses import replace
+
+    splits = {}
+    for k, exs in task.splits.items():
+        if len(exs) <= n:
+            splits[k] = exs
+            continue
+        keep = np.sort(
+            np.random.default_rng(stable_seed("cap", task.name, k)).choice(len(exs), n, replace=False)
+        )
+        splits[k] = [exs[i] for i in keep]
+    return replace(task, splits=splits)
 
 
 @dataclass

@@ -67,7 +67,9 @@ def check_source(src: Any, where: str, c: Collector) -> bool:
         c.add(where, f"must be one of {', '.join(FORMATS)}, got {fmt!r}", "source.format")
         ok = False
     if not _fields(src.get("input")):
-        c.add(where, "name the input field(s), e.g. input: text or input: [premise, hypothesis]", "source.input")
+        c.add(
+            where, "name the input field(s), e.g. input: text or input: [premise, hypothesis]", "source.input"
+        )
         ok = False
     if not isinstance(src.get("output"), str):
         c.add(where, "name the output field, e.g. output: label", "source.output")
@@ -77,13 +79,21 @@ def check_source(src: Any, where: str, c: Collector) -> bool:
         names = {f for _, f, _, _ in string.Formatter().parse(str(tmpl)) if f}
         missing = names - set(_fields(src.get("input")))
         if missing:
-            c.add(where, f"uses {sorted(missing)} which are not listed in source.input", "source.input_template")
+            c.add(
+                where, f"uses {sorted(missing)} which are not listed in source.input", "source.input_template"
+            )
             ok = False
     if fmt == "hf" and not isinstance(src.get("hf"), dict):
-        c.add(where, "format hf needs hf: {path: ..., data_files: ...} (arguments of datasets.load_dataset)", "source.hf")
+        c.add(
+            where,
+            "format hf needs hf: {path: ..., data_files: ...} (arguments of datasets.load_dataset)",
+            "source.hf",
+        )
         ok = False
     if src.get("label_names") is not None and not isinstance(src["label_names"], dict):
-        c.add(where, "must map raw values to label names, e.g. {0: negative, 1: positive}", "source.label_names")
+        c.add(
+            where, "must map raw values to label names, e.g. {0: negative, 1: positive}", "source.label_names"
+        )
         ok = False
     return ok
 
@@ -118,7 +128,9 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
     out = _text(raw_out)
     if lookup:
         if out.strip() not in lookup:
-            c.add(where, f"value {out!r} has no entry in source.label_names ({sorted(lookup)[:8]})", out_field)
+            c.add(
+                where, f"value {out!r} has no entry in source.label_names ({sorted(lookup)[:8]})", out_field
+            )
             return None
         out = lookup[out.strip()]
     tmpl = src.get("input_template")
@@ -143,7 +155,9 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
     return Example(text, out, options, line=line)
 
 
-def _read_delimited(path: Path, delimiter: str, columns: list[str] | None, c: Collector) -> list[tuple[int, dict]]:
+def _read_delimited(
+    path: Path, delimiter: str, columns: list[str] | None, c: Collector
+) -> list[tuple[int, dict]]:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -194,7 +208,9 @@ def _read_jsonl_rows(path: Path, c: Collector) -> list[tuple[int, dict]]:
     return rows
 
 
-def read_source_splits(folder: Path, src: dict, c: Collector) -> tuple[dict[str, list[Example]], dict[str, str]]:
+def read_source_splits(
+    folder: Path, src: dict, c: Collector
+) -> tuple[dict[str, list[Example]], dict[str, str]]:
     """All splits of a mapped source: (examples per split, file per split)."""
     fmt = src.get("format", "jsonl")
     splits: dict[str, list[Example]] = {}
@@ -204,7 +220,11 @@ def read_source_splits(folder: Path, src: dict, c: Collector) -> tuple[dict[str,
     ext = {"jsonl": ".jsonl", "csv": ".csv", "tsv": ".tsv"}[fmt]
     spec = src.get("files") or {p.stem: p.name for p in sorted(folder.glob(f"*{ext}"))}
     if not spec:
-        c.add(str(folder), f"no {ext} files; list them in source.files, e.g. {{train: train{ext}}}", "source.files")
+        c.add(
+            str(folder),
+            f"no {ext} files; list them in source.files, e.g. {{train: train{ext}}}",
+            "source.files",
+        )
     for split, name in spec.items():
         path = folder / str(name)
         if not path.exists():
