@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import (
     DataConfig,
     EvalConfig,
+    PerplexityConfig,
     QuickstartConfig,
     TrainConfig,
     builtin_config_dir,
@@ -78,6 +79,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
     res = evaluate(cfg)
     print(best_max_table(res.summary, markdown=False))
     print(f"\nreport: {res.report_path}\nplots:  {res.output_dir / 'plots'}")
+    return 0
+
+
+def cmd_perplexity(a: argparse.Namespace) -> int:
+    path, overrides = _split_config_args(a.args)
+    cfg = load_config(PerplexityConfig, path, overrides)
+    _offline(cfg.model.allow_download)
+    from .perplexity import perplexity, perplexity_table
+
+    res = perplexity(cfg)
+    print(perplexity_table(res.rows))
+    print(f"written: {res.output_dir / 'perplexity.md'}")
     return 0
 
 

@@ -562,3 +562,36 @@ class QuickstartConfig:
     """Meta-training on the held-in synthetic families (its output_dir is set to OUTPUT/train)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Base vs fine-tuned on the held-out families (its output_dir is set to OUTPUT/eval)."""
+
+
+@dataclass
+class PerplexityConfig:
+    output_dir: str = "runs/perplexity"
+    """Where perplexity.json and perplexity.md go."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Base model."""
+    adapters: dict[str, Any] = field(default_factory=dict)
+    """Models to compare, label -> adapter directory (null = base). Empty: the base model only."""
+    books_dir: str | None = None
+    """Folder of plain-text books (default: the shared data's gutenberg_books, a stand-in for PG-19)."""
+    n_books: int = 4
+    """How many books to use (0: all)."""
+    context_lengths: list[int] = field(
+        default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+    )
+    """Window lengths in tokens; lengths above the model's maximum are skipped."""
+    tokens_per_length: int = 16384
+    """Tokens evaluated per context length, spread over the books (at least one window each)."""
+    chunk: int = 1024
+    """Positions per LM-head chunk: bounds the logits held at once to chunk x vocabulary."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        if not self.context_lengths or any(L < 2 for L in self.context_lengths):
+            c.add(_key(where, "context_lengths"), f"must be lengths >= 2, got {self.context_lengths}")
+        for name in ("tokens_per_length", "chunk"):
+            if getattr(self, name) <= 0:
+                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        if self.n_books < 0:
+            c.add(_key(where, "n_books"), f"must be >= 0, got {self.n_books}")

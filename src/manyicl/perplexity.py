@@ -1,0 +1,220 @@
+"""Long-context perplexity and bits-per-byte on books (forgetting, paper Table 5).
+
+Each book (Project Gutenberg boilerplate stripped) is tokenized once and cut into non-overlapping
+windows of L tokens, for every context length L. Perplexity at L is exp(mean negative log-likelihood)
+over every predicted token of those windows; bits-per-byte divides the total NLL (in bits) by the
+UTF-8 bytes of the predicted text, which makes numbers comparable across tokenizers.
+
+Memory stays bounded at long contexts: the model returns hidden states, and the LM head and the
+cross-entropy run over chunks of positions, so full-vocabulary logits for the whole window never exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .config import PerplexityConfig, dump_yaml
+from .errors import ConfigError, ManyICLError
+from .fileio import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+_START = re.compile(r"\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG EBOOK[^\n]*\n", re.IGNORECASE)
+_END = re.compile(r"\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG EBOOK", re.IGNORECASE)
+
+
+def strip_gutenberg(text: str) -> str:
+    """The book's text without the Project Gutenberg header, footer and license."""
+    text = text.lstrip("\ufeff")
+    m = _START.search(text)
+    if m:
+        text = text[m.end() :]
+    m = _END.search(text)
+    if m:
+        text = text[: m.start()]
+    return text.strip()
+
+
+def book_files(books_dir: Path, n_books: int) -> list[Path]:
+    files = sorted(p for p in books_dir.glob("*.txt") if p.name != "SOURCE.txt")
+    if not files:
+        raise ConfigError.single("books_dir", f"no .txt books in {books_dir}")
+    return files[:n_books] if n_books else files
+
+
+def _unwrap(model):
+    """The underlying *ForCausalLM (through PEFT and DDP wrappers), LoRA layers still active."""
+    m = getattr(model, "module", model)
+    if hasattr(m, "get_base_model"):
+        m = m.get_base_model()
+    return m
+
+
+@torch.inference_mode()
+def window_nll(model, ids: torch.Tensor, chunk: int = 1024) -> tuple[float, int]:
+    """Sum of NLL (nats) of tokens 1..L-1 of one window given the tokens before, and their count.
+
+    The decoder returns hidden states; the LM head and cross-entropy run over ``chunk`` positions at
+    a time, so at most chunk x vocab logits exist at once.
+    """
+    lm = _unwrap(model)
+    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
+    hidden = decoder(input_ids=ids[None], use_cache=False).last_hidden_state[0]
+    total = 0.0
+    n = ids.numel() - 1
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        logits = head(hidden[s:e]).float()
+        total += float(F.cross_entropy(logits, ids[s + 1 : e + 1], reduction="sum"))
+    return total, n
+
+
+@dataclass
+class PerplexityResult:
+    rows: list[dict]
+    output_dir: Path
+
+
+def token_windows(ids: list[int], length: int, limit_tokens: int) -> list[list[int]]:
+    """Non-overlapping windows of ``length`` tokens, at most ``limit_tokens`` in total."""
+    out = []
+    used = 0
+    for s in range(0, len(ids) - length + 1, length):
+        if limit_tokens and used + length > limit_tokens and out:
+            break
+        out.append(ids[s : s + length])
+        used += length
+    return out
+
+
+def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityResult:
+    """Perplexity and bits-per-byte of each model at each context length; writes perplexity.json/.md."""
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from .modeling import load_adapter, load_model
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    books_dir = Path(cfg.books_dir) if cfg.books_dir else _default_books()
+    files = book_files(books_dir, cfg.n_books)
+    if model is None:
+        model, tokenizer = load_model(replace(cfg.model, adapter=None))
+    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 10**9
+    lengths = [L for L in cfg.context_lengths if L <= max_pos]
+    if len(lengths) < len(cfg.context_lengths):
+        log.warning("context lengths above the model's %d positions are skipped", max_pos)
+    books = [
+        tokenizer(strip_gutenberg(f.read_text(encoding="utf-8")), add_special_tokens=False)["input_ids"]
+        for f in files
+    ]
+    specs = [(str(k), v) for k, v in cfg.adapters.items()] if cfg.adapters else [("base", cfg.model.adapter)]
+    device = next(model.parameters()).device
+    rows = []
+    plan = {
+        L: [w for b in books for w in token_windows(b, L, cfg.tokens_per_length // max(len(books), 1))]
+        for L in lengths
+    }
+    bar = tqdm(
+        total=len(specs) * sum(len(v) for v in plan.values()),
+        disable=not cfg.progress,
+        desc="perplexity",
+        unit="window",
+    )
+    for label, adapter in specs:
+        m = load_adapter(model, adapter) if adapter else model
+        m.eval()
+        for L in lengths:
+            nll = 0.0
+            count = 0
+            nbytes = 0
+            t0 = time.perf_counter()
+            for w in plan[L]:
+                s, n = window_nll(m, torch.tensor(w, device=device), cfg.chunk)
+                nll += s
+                count += n
+                nbytes += len(tokenizer.decode(w[1:]).encode("utf-8"))
+                bar.update(1)
+            if not count:
+                continue
+            rows.append(
+                {
+                    "model": label,
+                    "context_length": L,
+                    "windows": len(plan[L]),
+                    "tokens": count,
+                    "perplexity": math.exp(nll / count),
+                    "bits_per_byte": nll / math.log(2) / max(nbytes, 1),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+        if adapter:
+            model = m.unload()
+    bar.close()
+    if not rows:
+        raise ManyICLError("no perplexity computed: books shorter than every context length?")
+    res = PerplexityResult(rows, out)
+    atomic_write_json(out / "perplexity.json", {"books": [f.name for f in files], "rows": rows})
+    atomic_write_text(out / "perplexity.md", perplexity_table(rows))
+    return res
+
+
+def perplexity_table(rows: list[dict], baseline: str | None = None) -> str:
+    """Paper Table 5 layout: models x context lengths, with the change against the baseline model."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lengths = sorted({r["context_length"] for r in rows}, reverse=True)
+    baseline = baseline or models[0]
+    cell = {(r["model"], r["context_length"]): r for r in rows}
+    lines = [
+        "| model | " + " | ".join(str(L) for L in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
+    for m in models:
+        cells = []
+        for L in lengths:
+            r = cell.get((m, L))
+            if r is None:
+                cells.append("-")
+                continue
+            txt = f"{r['perplexity']:.2f}"
+            b = cell.get((baseline, L))
+            if m != baseline and b:
+                txt += f" ({r['perplexity'] - b['perplexity']:+.2f})"
+            cells.append(txt)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    bpb = [
+        f"| {m} | "
+        + " | ".join(f"{cell[(m, L)]['bits_per_byte']:.3f}" if (m, L) in cell else "-" for L in lengths)
+        + " |"
+        for m in models
+    ]
+    return (
+        "Perplexity by context length (change vs "
+        + baseline
+        + ")\n\n"
+        + "\n".join(lines)
+        + "\n\nBits per byte\n\n"
+        + "\n".join(lines[:2] + bpb)
+        + "\n"
+    )
+
+
+def _default_books() -> Path:
+    from .realdata import default_data_dir
+
+    d = default_data_dir()
+    if d is None or not (d / "gutenberg_books").is_dir():
+        raise ConfigError.single(
+            "books_dir", "no gutenberg_books folder found; set books_dir or MANYICL_DATA"
+        )
+    return d / "gutenberg_books"

@@ -1,0 +1,52 @@
+import math
+
+import pytest
+import torch
+
+from manyicl.config import PerplexityConfig, load_config
+from manyicl.perplexity import perplexity, strip_gutenberg, token_windows, window_nll
+
+
+def test_chunked_nll_equals_the_models_own_loss(model, tok):
+    ids = tok(
+        "It was the best of times, it was the worst of times, it was the age of wisdom.",
+        add_special_tokens=False,
+    )["input_ids"]
+    total, n = window_nll(model, torch.tensor(ids), chunk=7)
+    with torch.no_grad():
+        ref = float(model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss)
+    assert n == len(ids) - 1
+    assert total / n == pytest.approx(ref, rel=1e-5)
+
+
+def test_strip_gutenberg_and_windows():
+    text = "\ufeffThe Project Gutenberg eBook\n*** START OF THE PROJECT GUTENBERG EBOOK ALICE ***\nDown the rabbit hole.\n*** END OF THE PROJECT GUTENBERG EBOOK ALICE ***\nlicense"
+    assert strip_gutenberg(text) == "Down the rabbit hole."
+    assert token_windows(list(range(10)), 4, 0) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert token_windows(list(range(100)), 4, 8) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_perplexity_workflow_on_a_tiny_model(tmp_path, model, tok):
+    books = tmp_path / "books"
+    books.mkdir()
+    for i in range(2):
+        (books / f"{i}.txt").write_text(
+            "*** START OF THE PROJECT GUTENBERG EBOOK X ***\n" + "Call me Ishmael. " * 200
+        )
+    cfg = load_config(
+        PerplexityConfig,
+        None,
+        [
+            f"output_dir={tmp_path / 'out'}",
+            f"books_dir={books}",
+            "context_lengths=[16,64,100000]",
+            "tokens_per_length=512",
+            "progress=false",
+        ],
+    )
+    res = perplexity(cfg, model=model, tokenizer=tok)
+    lengths = {r["context_length"] for r in res.rows}
+    assert lengths == {16, 64}  # beyond the model's positions: skipped
+    for r in res.rows:
+        assert r["perplexity"] > 1 and r["bits_per_byte"] > 0 and math.isfinite(r["perplexity"])
+    assert (tmp_path / "out" / "perplexity.md").read_text().startswith("Perplexity by context length")
