@@ -16,8 +16,9 @@ def _config_class(path: Path):
         ("eval", "EvalConfig"),
         ("quickstart", "QuickstartConfig"),
         ("experiment", "ExperimentConfig"),
+        ("perplexity", "PerplexityConfig"),
     ):
-        if path.stem.startswith(prefix) and hasattr(C, name):
+        if path.stem.startswith(prefix):
             return getattr(C, name)
     return TrainConfig
 
@@ -88,3 +89,12 @@ def test_partial_override_keeps_a_parents_non_default_subconfig():
 
     cfg = load_config(EvalConfig, None, ["tasks.synthetic_instances=2"])
     assert cfg.tasks.split == "held_out" and cfg.tasks.synthetic_instances == 2
+
+
+def test_shipped_accelerate_configs_load():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    files = sorted((builtin_config_dir() / "accelerate").glob("*.yaml"))
+    assert {f.stem for f in files} == {"ddp", "fsdp", "deepspeed_zero2"}
+    kinds = {f.stem: ClusterConfig.from_yaml_file(str(f)).distributed_type.name for f in files}
+    assert kinds == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed_zero2": "DEEPSPEED"}

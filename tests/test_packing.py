@@ -171,3 +171,10 @@ def test_builds_are_deterministic(tok, task):
     a, _ = build_task_sequences(tt, "max", "mask_all_targets", 300, 5, np.random.default_rng(3))
     b, _ = build_task_sequences(tt, "max", "mask_all_targets", 300, 5, np.random.default_rng(3))
     assert all(np.array_equal(x.ids, y.ids) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("shots,objective", [("max", "mask_all_targets"), (5, "mask_all_targets"), (5, "mask_last_target"), (0, "mask_last_target")])
+def test_supervised_budget_gives_every_method_the_same_supervision(tok, shots, objective):
+    tt = tokenize_task(toy_task(200), tok, "train", 300)
+    seqs, stats = build_task_sequences(tt, shots, objective, 300, 0, np.random.default_rng(0), supervised_budget=60)
+    assert 60 <= stats.supervised_examples < 60 + max(s.supervised_examples for s in seqs)

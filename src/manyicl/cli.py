@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import (
     DataConfig,
     EvalConfig,
+    ExperimentConfig,
     PerplexityConfig,
     QuickstartConfig,
     TrainConfig,
@@ -79,6 +80,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
     res = evaluate(cfg)
     print(best_max_table(res.summary, markdown=False))
     print(f"\nreport: {res.report_path}\nplots:  {res.output_dir / 'plots'}")
+    return 0
+
+
+def cmd_experiment(a: argparse.Namespace) -> int:
+    path, overrides = _split_config_args(a.args)
+    cfg = load_config(ExperimentConfig, path, overrides)
+    _offline(cfg.train.model.allow_download)
+    from .experiment import experiment
+
+    report = experiment(cfg, status_only=a.status, report_only=a.report)
+    if not a.status:
+        print(f"report: {report}")
     return 0
 
 
@@ -461,6 +474,29 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.train.max_steps=10 eval.max_queries=10"
     )
     q.set_defaults(func=cmd_quickstart)
+
+    x = sub.add_parser(
+        "experiment",
+        help="the paper's comparison (methods x tasks x shots, forgetting, ablation, cost), resumable",
+    )
+    x.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG|KEY=VALUE",
+        help=f"experiment config or shipped name, then {OVERRIDES_HELP}",
+    )
+    x.add_argument("--status", action="store_true", help="only show which cells are done, running and left")
+    x.add_argument("--report", action="store_true", help="only write the report from the cells finished so far")
+    x.set_defaults(func=cmd_experiment)
+
+    pp = sub.add_parser("perplexity", help="long-context perplexity and bits-per-byte on books (forgetting)")
+    pp.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG|KEY=VALUE",
+        help=f"perplexity config or shipped name, then {OVERRIDES_HELP}",
+    )
+    pp.set_defaults(func=cmd_perplexity)
 
     d = sub.add_parser("data", help="inspect training builds")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

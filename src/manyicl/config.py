@@ -139,6 +139,9 @@ class DataConfig:
     """Which tokens carry loss: every example's output, only the last one's, or every token."""
     sequences_per_task: int = 32
     """Training sequences built per task."""
+    supervised_examples_per_task: int = 0
+    """If > 0, build each task's sequences until this many examples carry loss (replaces
+    sequences_per_task): the paper's way of giving every method the same supervision (Appendix A.1)."""
     pack_short: bool = True
     """Pack several short (zero/few-shot) sequences into one window with restarting position ids."""
     on_overlong: Literal["skip", "truncate_input", "error"] = "truncate_input"
@@ -155,6 +158,11 @@ class DataConfig:
             c.add(_key(where, "shots"), f"must be 'max' or an integer >= 0, got {self.shots}")
         if self.sequences_per_task <= 0:
             c.add(_key(where, "sequences_per_task"), f"must be > 0, got {self.sequences_per_task}")
+        if self.supervised_examples_per_task < 0:
+            c.add(
+                _key(where, "supervised_examples_per_task"),
+                f"must be >= 0, got {self.supervised_examples_per_task}",
+            )
 
 
 @dataclass
@@ -193,6 +201,8 @@ class OptimConfig:
 class TrainLoopConfig:
     max_steps: int = 100
     """Optimizer steps. Windows are reshuffled each time the build is exhausted."""
+    epochs: float = 0.0
+    """If > 0, set max_steps to this many passes over the build (rounded up)."""
     micro_batch_size: int = 1
     """Windows per forward pass (concatenated into one padding-free row)."""
     grad_accum: int = 1
@@ -215,6 +225,8 @@ class TrainLoopConfig:
         for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every", "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        if self.epochs < 0:
+            c.add(_key(where, "epochs"), f"must be >= 0, got {self.epochs}")
         for name in ("save_every", "stop_after_steps"):
             if getattr(self, name) < 0:
                 c.add(_key(where, name), f"must be >= 0, got {getattr(self, name)}")
@@ -595,3 +607,75 @@ class PerplexityConfig:
                 c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
         if self.n_books < 0:
             c.add(_key(where, "n_books"), f"must be >= 0, got {self.n_books}")
+
+
+@dataclass
+class AblationConfig:
+    categories: list[str] = field(default_factory=list)
+    """Leave each of these categories out of meta-training in turn and test on its held-out tasks
+    (paper Tables 10/11). Empty: no ablation."""
+    methods: list[str] = field(
+        default_factory=lambda: ["zero_shot", "few_shot_all", "many_shot_ar", "many_shot_all"]
+    )
+    """Meta-training methods to retrain without the category."""
+
+
+@dataclass
+class ExperimentConfig:
+    output_dir: str = "results/experiment"
+    """Everything goes here: cells/ (finished work, for resuming), train/, report.md, plots/."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Settings shared by every training: model, LoRA, optimizer, held-in tasks, context length. Each
+    method overrides data.shots and data.objective; output_dir is set per method."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out tasks, shot grid, seeds and queries shared by every evaluation."""
+    methods: list[str] = field(
+        default_factory=lambda: [
+            "no_ft",
+            "zero_shot",
+            "few_shot_last",
+            "few_shot_all",
+            "many_shot_ar",
+            "many_shot_last",
+            "many_shot_all",
+            "task_level",
+        ]
+    )
+    """Methods of the paper's Table 3 to run (see ``manyicl experiment --methods``)."""
+    few_shot_k: int = 5
+    """Demonstrations per sequence for few-shot fine-tuning."""
+    supervised_examples_per_task: int = 256
+    """Examples carrying loss per training task, the same for every meta-training method (Appendix A.1)."""
+    epochs: float = 1.0
+    """Passes over each method's build; the step count follows from the build size."""
+    task_level_examples: int = 512
+    """Supervised examples per held-out task for task-level fine-tuning (one adapter per task)."""
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    """Leave-one-category-out ablation."""
+    perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
+    """Forgetting: long-context perplexity of the base model and every meta-trained model."""
+    run_perplexity: bool = True
+    """Include the perplexity study."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        from .experiment import METHODS
+
+        for m in self.methods:
+            if m not in METHODS:
+                c.add(_key(where, "methods"), f"unknown method {m!r}; known: {', '.join(METHODS)}")
+        for m in self.ablation.methods:
+            if m not in METHODS or METHODS[m] is None or m == "task_level":
+                c.add(_key(where, "ablation.methods"), f"{m!r} is not a meta-training method")
+        for cat in self.ablation.categories:
+            if cat not in ("cls", "nli", "qa", "mlcls", "sum", "math", "other"):
+                c.add(_key(where, "ablation.categories"), f"unknown category {cat!r}")
+        for name in ("few_shot_k", "supervised_examples_per_task", "task_level_examples"):
+            if getattr(self, name) <= 0:
+                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        if self.epochs <= 0:
+            c.add(_key(where, "epochs"), f"must be > 0, got {self.epochs}")
+        if not self.train.lora.enabled:
+            c.add(
+                _key(where, "train.lora.enabled"),
+                "experiments compare LoRA adapters on one base model; keep LoRA on",
+            )

@@ -132,8 +132,10 @@ def build_task_sequences(
     max_length: int,
     n_sequences: int,
     rng: np.random.Generator,
+    supervised_budget: int = 0,
 ) -> tuple[list[Sequence], TaskBuildStats]:
-    """Sample ``n_sequences`` sequences of one task.
+    """Sample ``n_sequences`` sequences of one task (or, with ``supervised_budget``, as many as it takes
+    for that many examples to carry loss).
 
     Each sequence draws its own examples (stratified for classification) without repeats; in
     'max' mode it takes examples in that order while they fit, in fixed-k mode the first k+1.
@@ -144,7 +146,11 @@ def build_task_sequences(
         return seqs, stats
     lengths, labels = tt.lengths, tt.label_ids
     budget = max_length - len(tt.header)
-    for _ in range(n_sequences):
+    while (
+        (stats.supervised_examples < supervised_budget)
+        if supervised_budget
+        else (stats.sequences < n_sequences)
+    ):
         order = stratified_order(labels, rng) if labels is not None else rng.permutation(len(lengths))
         csum = np.cumsum(lengths[order])
         fit = int(np.searchsorted(csum, budget, side="right"))

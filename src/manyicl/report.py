@@ -13,18 +13,28 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def best_max_table(summary: list[dict], models: list[str] | None = None, markdown: bool = True) -> str:
-    """Rows = models, columns = tasks, cells = 'best / at max shots'; the best model per task in bold."""
+def best_max_table(
+    summary: list[dict],
+    models: list[str] | None = None,
+    markdown: bool = True,
+    bold_among: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    mean_column: bool = False,
+) -> str:
+    """Rows = models, columns = tasks, cells = 'best / at max shots'; the best model per task in bold
+    (among ``bold_among`` when given, e.g. only the meta-learning methods)."""
     tasks = list(dict.fromkeys(s["task"] for s in summary))
     models = models or list(dict.fromkeys(s["model"] for s in summary))
     cell = {(s["model"], s["task"]): s for s in summary}
+    contenders = [m for m in models if bold_among is None or m in bold_among]
     top = {}
     for t in tasks:
-        vals = [cell[(m, t)]["best"] for m in models if (m, t) in cell]
+        vals = [cell[(m, t)]["best"] for m in contenders if (m, t) in cell]
         top[t] = max(vals) if vals else None
+    labels = labels or {}
     if markdown:
-        head = "| model | " + " | ".join(tasks) + " |"
-        sep = "|---|" + "---|" * len(tasks)
+        head = "| model | " + " | ".join(tasks) + (" | mean |" if mean_column else " |")
+        sep = "|---|" + "---|" * (len(tasks) + int(mean_column))
         lines = [head, sep]
         for m in models:
             cells = []
@@ -34,8 +44,16 @@ def best_max_table(summary: list[dict], models: list[str] | None = None, markdow
                     cells.append("-")
                     continue
                 txt = f"{_fmt(s['best'])} / {_fmt(s['at_max'])}"
-                cells.append(f"**{txt}**" if len(models) > 1 and s["best"] == top[t] else txt)
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+                bold = len(contenders) > 1 and m in contenders and s["best"] == top[t]
+                cells.append(f"**{txt}**" if bold else txt)
+            if mean_column:
+                got = [cell[(m, t)] for t in tasks if (m, t) in cell]
+                cells.append(
+                    f"{_fmt(sum(g['best'] for g in got) / len(got))} / {_fmt(sum(g['at_max'] for g in got) / len(got))}"
+                    if len(got) == len(tasks)
+                    else "-"
+                )
+            lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
     width = max(12, *(len(t) for t in tasks)) if tasks else 12
     lines = [f"{'model':<16}" + "".join(f"{t[:width]:>{width + 2}}" for t in tasks)]
@@ -68,8 +86,15 @@ def curve_table(summary: list[dict], task: str) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(summary: list[dict], task: str, path: Path, title: str | None = None) -> Path:
-    """Score vs shots (symlog x so 0 shots shows), one line per model, +-std band, star at max shots."""
+def plot_curves(
+    summary: list[dict],
+    task: str,
+    path: Path,
+    title: str | None = None,
+    hlines: dict[str, float] | None = None,
+) -> Path:
+    """Score vs shots (symlog x so 0 shots shows), one line per model, +-std band, star at max shots;
+    ``hlines`` draws reference levels (e.g. task-level fine-tuning, the paper's dotted red line)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,6 +120,8 @@ def plot_curves(summary: list[dict], task: str, path: Path, title: str | None = 
         )
         if mx:
             ax.plot([mx["shots"]], [mx["mean"]], marker="*", markersize=13, color=line.get_color())
+    for label, y in (hlines or {}).items():
+        ax.axhline(y, linestyle=":", color="red", label=label)
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel("shots (in-context examples)")
     metric = rows[0]["metric"] if rows else ""
@@ -183,3 +210,197 @@ def write_eval_report(res, cfg) -> Path:
         "",
     ]
     return atomic_write_text(out / "report.md", "\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------------
+# Experiment report
+# --------------------------------------------------------------------------------------------
+
+
+def _curve_point(summary: dict, shots_label: str) -> dict | None:
+    return next((c for c in summary["curve"] if c["shots_requested"] == shots_label), None)
+
+
+def write_experiment_report(cfg, plan, cells) -> Path:
+    """report.md, results.json, results.csv and plots for an experiment (paper Tables 4, 5, 7, 10, 11; Figure 5)."""
+    from .experiment import LABELS, META
+    from .fileio import atomic_write_json
+    from .perplexity import perplexity_table
+
+    out = Path(cfg.output_dir)
+    summary, rows = [], []
+    for m in plan.methods:
+        for t in plan.held_out:
+            c = cells.get(f"eval/{m}/{t}")
+            if c:
+                summary += c["summary"]
+                rows += c["rows"]
+    train_cells = {m: cells.get(f"train/{m}") for m in plan.methods if m in META}
+    tl_cells = (
+        {t: cells.get(f"train/task_level/{t}") for t in plan.held_out} if "task_level" in plan.methods else {}
+    )
+    ppl_rows = [r for m in plan.ppl_models for r in (cells.get(f"ppl/{m}") or {}).get("rows", [])]
+    loco = {}
+    for cat, tasks in plan.loco.items():
+        for m in cfg.ablation.methods:
+            for t in tasks:
+                c = cells.get(f"loco/{cat}/eval/{m}/{t}")
+                if c:
+                    loco.setdefault(cat, []).extend(c["summary"])
+
+    flat = []
+    for s_ in summary:
+        for c in s_["curve"]:
+            flat.append({k: s_[k] for k in ("model", "task", "category", "metric")} | c)
+    write_csv(
+        flat,
+        out / "results.csv",
+        ["model", "task", "category", "metric", "shots_requested", "shots", "mean", "std", "seeds"],
+    )
+    atomic_write_json(
+        out / "results.json",
+        {
+            "summary": summary,
+            "rows": rows,
+            "train": train_cells,
+            "task_level": tl_cells,
+            "perplexity": ppl_rows,
+            "ablation": loco,
+        },
+    )
+    methods = [m for m in plan.methods]
+    # task-level models are evaluated at 0 shots only: a reference level, not a curve
+    tl = {s_["task"]: s_["best"] for s_ in summary if s_["model"] == "task_level"}
+    curves = [s_ for s_ in summary if s_["model"] != "task_level"]
+    for t in plan.held_out:
+        if any(s_["task"] == t for s_ in curves):
+            plot_curves(
+                curves,
+                t,
+                out / "plots" / f"{_safe(t)}.png",
+                hlines={"task-level FT": tl[t]} if t in tl else None,
+            )
+
+    lines = [
+        f"# Experiment report: {Path(cfg.output_dir).name}",
+        "",
+        f"Base model `{cfg.train.model.name_or_path}` ({cfg.train.model.dtype}), LoRA r={cfg.train.lora.r} on "
+        f"{', '.join(cfg.train.lora.target_modules)}; context {cfg.train.data.max_length} tokens in training and "
+        f"{cfg.eval.max_length} in evaluation. {cfg.supervised_examples_per_task} supervised examples per training task "
+        f"for every meta-training method ({cfg.epochs:g} epoch); few-shot k={cfg.few_shot_k}. Evaluation: "
+        f"{cfg.eval.max_queries} queries per task, seeds {cfg.eval.seeds}, shots {shot_grid_str(cfg)}.",
+        "",
+        "## Best / at-max-shots score per held-out task (paper Table 4)",
+        "",
+        "Each cell is *best over the shot grid / with the most shots that fit*. Bold: best meta-learning method "
+        "(zero-, few-, many-shot fine-tuning). Task-level FT is one adapter per task, evaluated at 0 shots (upper bound).",
+        "",
+        best_max_table(summary, methods, bold_among=list(META), labels=LABELS, mean_column=True),
+        "",
+    ]
+    lines += ["## Shot curves (paper Figure 5)", ""]
+    for t in plan.held_out:
+        if not any(s_["task"] == t for s_ in curves):
+            continue
+        s0 = next(s_ for s_ in curves if s_["task"] == t)
+        lines += [f"### {t} ({s0['category']}, {s0['metric']})", "", f"![{t}](plots/{_safe(t)}.png)", ""]
+        lines += [curve_table(curves, t)]
+        if t in tl:
+            lines += ["", f"Task-level fine-tuning (0 shots): {tl[t]:.3f}"]
+        lines.append("")
+    if ppl_rows:
+        lines += [
+            "## Forgetting: long-context perplexity on books (paper Table 5)",
+            "",
+            perplexity_table(ppl_rows, baseline="no_ft"),
+            "",
+        ]
+    if loco:
+        lines += ["## Leave-one-category-out ablation (paper Tables 10 and 11)", ""]
+        for cat, summ in loco.items():
+            tasks = plan.loco[cat]
+            base_rows = [
+                s_ for s_ in summary if s_["task"] in tasks and s_["model"] in ("no_ft", "many_shot_all")
+            ]
+            renamed = [
+                dict(s_, model="many_shot_all (all data)") if s_["model"] == "many_shot_all" else s_
+                for s_ in base_rows
+            ]
+            table = renamed + summ
+            order = (
+                ["no_ft"]
+                + [f"{m}_without_{cat}" for m in cfg.ablation.methods]
+                + ["many_shot_all (all data)"]
+            )
+            order = [o for o in order if any(s_["model"] == o for s_ in table)]
+            lines += [
+                f"### Without {cat} training tasks: best / at max shots",
+                "",
+                best_max_table(table, order),
+                "",
+            ]
+            lines += [
+                f"### Without {cat} training tasks: 0-shot / {cfg.few_shot_k}-shot",
+                "",
+                _zero_k_table(table, order, tasks, cfg.few_shot_k),
+                "",
+            ]
+    lines += ["## Cost (paper Tables 7 and 8)", "", _cost_table(train_cells, tl_cells, LABELS), ""]
+    lines += [
+        "Tokens processed are measured on each method's actual build; *mask-last equivalent* is what mask-last-target "
+        "training would process to supervise the same targets (paper Table 7). Wall-clock and tokens/s are measured "
+        "during training on this machine.",
+        "",
+    ]
+    return atomic_write_text(out / "report.md", "\n".join(lines))
+
+
+def shot_grid_str(cfg) -> str:
+    from .experiment import shot_grid
+
+    return ", ".join(map(str, shot_grid(cfg)))
+
+
+def _safe(name: str) -> str:
+    return name.replace(":", "_").replace("/", "_")
+
+
+def _zero_k_table(summary: list[dict], models: list[str], tasks: list[str], k: int) -> str:
+    cell = {(s_["model"], s_["task"]): s_ for s_ in summary}
+    lines = ["| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for m in models:
+        vals = []
+        for t in tasks:
+            s_ = cell.get((m, t))
+            zero = _curve_point(s_, "0") if s_ else None
+            kk = _curve_point(s_, str(k)) if s_ else None
+            vals.append(f"{_fmt(zero['mean'] if zero else None)} / {_fmt(kk['mean'] if kk else None)}")
+        lines.append(f"| {m} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def _cost_table(train_cells: dict, tl_cells: dict, labels: dict) -> str:
+    lines = [
+        "| method | sequences | windows | tokens processed | supervised tokens | supervised examples | mask-last equivalent | steps | wall s | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def row(name: str, cells: list[dict]) -> None:
+        cells = [c for c in cells if c]
+        if not cells:
+            return
+        b = [c["summary"]["build"] for c in cells]
+        tok = sum(c["summary"]["tokens_processed"] for c in cells)
+        wall = sum(c["summary"]["wall_s"] for c in cells)
+        lines.append(
+            f"| {name} | {sum(x['sequences'] for x in b):,} | {sum(x['windows'] for x in b):,} | {tok:,} | "
+            f"{sum(c['summary']['supervised_tokens'] for c in cells):,} | {sum(x['supervised_examples'] for x in b):,} | "
+            f"{sum(x['mask_last_equivalent_tokens'] for x in b):,} | {sum(c['summary']['steps'] for c in cells):,} | "
+            f"{wall:.0f} | {tok / max(wall, 1e-9):.0f} |"
+        )
+
+    for m, c in train_cells.items():
+        row(labels.get(m, m), [c])
+    if tl_cells:
+        row(labels.get("task_level", "task_level") + f" ({len(tl_cells)} adapters)", list(tl_cells.values()))
+    return "\n".join(lines)

@@ -24,7 +24,7 @@ import resource
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -220,11 +220,15 @@ def _prune_checkpoints(output_dir: Path, keep: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def save_final(model, tokenizer, out: Path, lora: bool) -> Path:
-    """The PEFT adapter (LoRA) or full model, in safetensors, loadable with standard tools."""
+def save_final(model, tokenizer, out: Path, lora: bool, state_dict: dict | None = None) -> Path:
+    """The PEFT adapter (LoRA) or full model, in safetensors, loadable with standard tools.
+
+    ``state_dict`` is the full (gathered) state dict under FSDP/DeepSpeed, where the live
+    parameters are shards.
+    """
     target = out / ("adapter" if lora else "model")
     with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if not lora:
             tokenizer.save_pretrained(tmp)
     return target
@@ -246,12 +250,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def prepare_model(cfg: TrainConfig):
-    """Base model + trainable part (new LoRA, a LoRA adapter to continue, or all weights)."""
-    from dataclasses import replace
+def prepare_model(cfg: TrainConfig, base=None, tokenizer=None):
+    """Base model + trainable part (new LoRA, a LoRA adapter to continue, or all weights).
 
-    base_cfg = replace(cfg.model, adapter=None)
-    model, tokenizer = load_model(base_cfg)
+    ``base``/``tokenizer`` reuse an already loaded base model (LoRA wraps it in place; ``unload()``
+    on the result gives the untouched base back).
+    """
+    if base is None:
+        base, tokenizer = load_model(replace(cfg.model, adapter=None))
+    model = base
     torch.manual_seed(cfg.train.seed)  # LoRA init
     if cfg.lora.enabled:
         model = (
@@ -283,6 +290,10 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         data = build_training_data(load_tasks(cfg.data.tasks), tokenizer, cfg.data)
     if not data.windows:
         raise ManyICLError("the build has no training windows: check data.tasks and data.train_split")
+    if cfg.train.epochs:
+        per_step = world * cfg.train.grad_accum * cfg.train.micro_batch_size
+        steps = max(1, math.ceil(cfg.train.epochs * len(data.windows) / per_step))
+        cfg = replace(cfg, train=replace(cfg.train, max_steps=steps))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_total = count_parameters(model)
@@ -302,7 +313,7 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         start = load_checkpoint(ckpt, model, optimizer, scheduler, cfg)
         log.info("resumed from %s (step %d)", ckpt, start)
     elif cfg.resume:
-        log.warning("--resume: no checkpoint in %s, starting from step 0", out / "checkpoints")
+        log.info("resume: no checkpoint in %s yet, starting from step 0", out / "checkpoints")
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
     sched = StepSchedule(
@@ -430,8 +441,10 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
     }
     if torch.cuda.is_available():
         summary["cuda_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
+    full_state = accelerator.get_state_dict(model) if sharded else None  # a collective: every rank calls it
     if is_main:
-        save_final(unwrapped, tokenizer, out, cfg.lora.enabled)
+        save_final(unwrapped, tokenizer, out, cfg.lora.enabled, state_dict=full_state)
         if cfg.train.save_every:
             save_checkpoint(
                 out / "checkpoints" / f"step-{cfg.train.max_steps:06d}",

@@ -1,0 +1,351 @@
+"""The paper's comparison from one config: methods x held-out tasks x shots, forgetting, ablation, cost.
+
+Work is split into *cells* (train a method, evaluate a method on a task, perplexity of a model, ...).
+A finished cell writes ``cells/<key>.json`` atomically and is never redone; a cell that was killed is
+redone (training resumes from its last checkpoint). ``manyicl experiment CONFIG --status`` shows
+which cells are done, running and left without doing any work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import ExperimentConfig, dump_yaml
+from .fileio import atomic_write_json, atomic_write_text
+from .tasks import Task
+
+log = logging.getLogger(__name__)
+
+# method -> (shots, objective); "k" is ExperimentConfig.few_shot_k. None: no training.
+METHODS: dict[str, tuple[int | str, str] | None] = {
+    "no_ft": None,
+    "zero_shot": (0, "mask_last_target"),
+    "few_shot_last": ("k", "mask_last_target"),
+    "few_shot_all": ("k", "mask_all_targets"),
+    "many_shot_ar": ("max", "autoregressive"),
+    "many_shot_last": ("max", "mask_last_target"),
+    "many_shot_all": ("max", "mask_all_targets"),
+    "task_level": (0, "mask_last_target"),  # one adapter per held-out task, trained on that task
+}
+LABELS = {
+    "no_ft": "No fine-tuning",
+    "zero_shot": "Zero-shot FT",
+    "few_shot_last": "Few-shot FT (mask last)",
+    "few_shot_all": "Few-shot FT (mask all)",
+    "many_shot_ar": "Many-shot FT (autoregressive)",
+    "many_shot_last": "Many-shot FT (mask last)",
+    "many_shot_all": "Many-shot FT (mask all, ours)",
+    "task_level": "Task-level FT (upper bound)",
+}
+META = ("zero_shot", "few_shot_last", "few_shot_all", "many_shot_ar", "many_shot_last", "many_shot_all")
+
+
+# --------------------------------------------------------------------------------------------
+# Cells
+# --------------------------------------------------------------------------------------------
+
+
+class Cells:
+    """Finished work on disk: ``cells/<key>.json``; ``<key>.running`` while a process works on it."""
+
+    def __init__(self, root: Path):
+        self.root = root / "cells"
+
+    def _json(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def _lock(self, key: str) -> Path:
+        return self.root / f"{key}.running"
+
+    def get(self, key: str) -> dict | None:
+        import json
+
+        p = self._json(key)
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def put(self, key: str, value: dict) -> None:
+        atomic_write_json(self._json(key), value)
+
+    def state(self, key: str) -> str:
+        if self._json(key).exists():
+            return "done"
+        lock = self._lock(key)
+        if lock.exists():
+            try:
+                pid = int(lock.read_text().split()[0])
+                os.kill(pid, 0)
+                return "running"
+            except (ValueError, ProcessLookupError, PermissionError, IndexError):
+                return "interrupted"
+        return "todo"
+
+    @contextmanager
+    def working(self, key: str):
+        lock = self._lock(key)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text(f"{os.getpid()} {time.time():.0f}\n")
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+
+SYMBOL = {"done": "✓", "running": "▶", "interrupted": "✗", "todo": "·"}
+
+
+# --------------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    methods: list[str]
+    held_out: list[str]  # held-out task names
+    loco: dict[str, list[str]]  # category -> its held-out tasks
+    ppl_models: list[str]
+
+    def keys(self, cfg: ExperimentConfig) -> list[str]:
+        keys = [f"train/{m}" for m in self.methods if m in META]
+        if "task_level" in self.methods:
+            keys += [f"train/task_level/{t}" for t in self.held_out]
+        keys += [f"eval/{m}/{t}" for m in self.methods for t in self.held_out]
+        for cat, tasks in self.loco.items():
+            keys += [f"loco/{cat}/train/{m}" for m in cfg.ablation.methods]
+            keys += [f"loco/{cat}/eval/{m}/{t}" for m in cfg.ablation.methods for t in tasks]
+        keys += [f"ppl/{m}" for m in self.ppl_models]
+        return keys
+
+
+def make_plan(cfg: ExperimentConfig, held_out: list[Task]) -> Plan:
+    loco = {}
+    for cat in cfg.ablation.categories:
+        tasks = [t.name for t in held_out if t.category == cat]
+        if tasks:
+            loco[cat] = tasks
+        else:
+            log.warning("ablation category %s has no held-out task; skipped", cat)
+    ppl = [m for m in cfg.methods if m == "no_ft" or m in META] if cfg.run_perplexity else []
+    return Plan(list(cfg.methods), [t.name for t in held_out], loco, ppl)
+
+
+def status_view(cfg: ExperimentConfig, plan: Plan, cells: Cells) -> str:
+    """Methods x (train, tasks, ppl) grid of cell states, then the ablation cells and a count."""
+    cols = ["train", *plan.held_out, "ppl"]
+    width = max(8, *(len(c) for c in plan.held_out)) if plan.held_out else 8
+    lines = [f"{'method':<16}" + "".join(f"{c[:width]:>{width + 1}}" for c in cols)]
+    for m in plan.methods:
+        row = f"{m:<16}"
+        for c in cols:
+            if c == "train":
+                if m in META:
+                    key = f"train/{m}"
+                elif m == "task_level":
+                    states = [cells.state(f"train/task_level/{t}") for t in plan.held_out]
+                    row += f"{sum(s == 'done' for s in states)}/{len(states):>{width - 1}}"
+                    continue
+                else:
+                    key = None
+            elif c == "ppl":
+                key = f"ppl/{m}" if m in plan.ppl_models else None
+            else:
+                key = f"eval/{m}/{c}"
+            row += f"{(SYMBOL[cells.state(key)] if key else '-'):>{width + 1}}"
+        lines.append(row)
+    for cat in plan.loco:
+        states = [cells.state(k) for k in plan.keys(cfg) if k.startswith(f"loco/{cat}/")]
+        lines.append(f"ablation without {cat}: {sum(s == 'done' for s in states)}/{len(states)} cells done")
+    states = [cells.state(k) for k in plan.keys(cfg)]
+    count = {s: states.count(s) for s in SYMBOL}
+    lines.append(
+        f"cells: {count['done']} done, {count['running']} running, {count['interrupted']} interrupted "
+        f"(will be redone), {count['todo']} left   [{' '.join(f'{v} {k}' for k, v in SYMBOL.items())}]"
+    )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Running cells
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    cfg: ExperimentConfig
+    out: Path
+    cells: Cells
+    model: object
+    tokenizer: object
+    held_in: list[Task]
+    held_out: list[Task]
+
+
+def shot_grid(cfg: ExperimentConfig) -> list:
+    """The eval grid, plus 0 and k shots when the ablation needs them (paper Table 11)."""
+    ints = {s for s in cfg.eval.shots if s != "max"}
+    if cfg.ablation.categories:
+        ints |= {0, cfg.few_shot_k}
+    return sorted(ints) + (["max"] if "max" in cfg.eval.shots else [])
+
+
+def _method_data_cfg(ctx: Context, method: str, shots_override=None):
+    shots, objective = METHODS[method]
+    if shots == "k":
+        shots = ctx.cfg.few_shot_k
+    return replace(
+        ctx.cfg.train.data,
+        shots=shots if shots_override is None else shots_override,
+        objective=objective,
+        supervised_examples_per_task=ctx.cfg.supervised_examples_per_task,
+    )
+
+
+def _train_cell(ctx: Context, key: str, out_dir: Path, data_cfg, tasks: list[Task]) -> dict:
+    """Train one adapter (resuming a killed attempt) and record its cost; returns the cell."""
+    from .data import build_training_data
+    from .train import prepare_model, train
+
+    done = ctx.cells.get(key)
+    if done:
+        return done
+    with ctx.cells.working(key):
+        tcfg = replace(
+            ctx.cfg.train,
+            output_dir=str(out_dir),
+            data=data_cfg,
+            resume=True,
+            train=replace(ctx.cfg.train.train, epochs=ctx.cfg.epochs),
+        )
+        t0 = time.perf_counter()
+        data = build_training_data(tasks, ctx.tokenizer, data_cfg)
+        build_s = time.perf_counter() - t0
+        model, _ = prepare_model(tcfg, base=ctx.model, tokenizer=ctx.tokenizer)
+        res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer)
+        ctx.model = model.unload()  # the LoRA layers go, the base weights were never touched
+        if tcfg.train.gradient_checkpointing:
+            ctx.model.gradient_checkpointing_disable()
+        ctx.model.eval()
+        cell = {"final_dir": str(res.final_dir), "build_s": build_s, "summary": res.summary}
+        ctx.cells.put(key, cell)
+        return cell
+
+
+def _eval_cell(ctx: Context, key: str, label: str, adapter: str | None, task: Task, shots=None) -> dict:
+    from .evaluate import evaluate
+
+    done = ctx.cells.get(key)
+    if done:
+        return done
+    with ctx.cells.working(key):
+        ecfg = replace(
+            ctx.cfg.eval,
+            output_dir=str(ctx.out / "eval_runs" / key.replace("/", "__")),
+            adapters={label: adapter},
+            plots=False,
+            progress=False,
+            shots=list(shots) if shots is not None else shot_grid(ctx.cfg),
+        )
+        res = evaluate(ecfg, model=ctx.model, tokenizer=ctx.tokenizer, tasks=[task])
+        cell = {"rows": res.rows, "summary": res.summary}
+        ctx.cells.put(key, cell)
+        return cell
+
+
+def _ppl_cell(ctx: Context, key: str, label: str, adapter: str | None) -> dict:
+    from .perplexity import perplexity
+
+    done = ctx.cells.get(key)
+    if done:
+        return done
+    with ctx.cells.working(key):
+        pcfg = replace(
+            ctx.cfg.perplexity,
+            output_dir=str(ctx.out / "perplexity_runs" / label),
+            model=ctx.cfg.train.model,
+            adapters={label: adapter},
+            progress=False,
+        )
+        res = perplexity(pcfg, model=ctx.model, tokenizer=ctx.tokenizer)
+        cell = {"rows": res.rows}
+        ctx.cells.put(key, cell)
+        return cell
+
+
+def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bool = False) -> Path:
+    """Run (or continue) every cell of the experiment, then write the report; returns report.md.
+
+    ``status_only`` prints the cell grid and does nothing else; ``report_only`` writes the report from
+    the cells finished so far (e.g. while another process is still working on the rest)."""
+    from .data import load_tasks
+    from .modeling import load_model
+
+    out = Path(cfg.output_dir)
+    cells = Cells(out)
+    held_in = load_tasks(cfg.train.data.tasks)
+    held_out = load_tasks(cfg.eval.tasks)
+    plan = make_plan(cfg, held_out)
+    if status_only:
+        print(status_view(cfg, plan, cells))
+        return out / "report.md"
+    if report_only:
+        from .report import write_experiment_report
+
+        return write_experiment_report(cfg, plan, cells)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    model, tok = load_model(replace(cfg.train.model, adapter=None))
+    ctx = Context(cfg, out, cells, model, tok, held_in, held_out)
+    print(status_view(cfg, plan, cells), flush=True)
+    t_start = time.perf_counter()
+
+    def show(done_key: str) -> None:
+        log.info("finished %s (%.0f s into this run)", done_key, time.perf_counter() - t_start)
+
+    adapters: dict[str, str | None] = {"no_ft": None}
+    for m in plan.methods:
+        if m in META:
+            key = f"train/{m}"
+            cell = _train_cell(ctx, key, out / "train" / m, _method_data_cfg(ctx, m), held_in)
+            adapters[m] = cell["final_dir"]
+            show(key)
+    task_level: dict[str, str] = {}
+    if "task_level" in plan.methods:
+        for t in held_out:
+            key = f"train/task_level/{t.name}"
+            dcfg = replace(_method_data_cfg(ctx, "task_level"), train_split=cfg.eval.demo_split)
+            dcfg = replace(dcfg, supervised_examples_per_task=cfg.task_level_examples)
+            cell = _train_cell(ctx, key, out / "train" / "task_level" / t.name.replace(":", "_"), dcfg, [t])
+            task_level[t.name] = cell["final_dir"]
+            show(key)
+    for m in plan.methods:
+        for t in held_out:
+            key = f"eval/{m}/{t.name}"
+            if m == "task_level":
+                _eval_cell(ctx, key, m, task_level[t.name], t, shots=[0])
+            else:
+                _eval_cell(ctx, key, m, adapters.get(m), t)
+            show(key)
+    for cat, names in plan.loco.items():
+        tasks = [t for t in held_in if t.category != cat]
+        tests = [t for t in held_out if t.name in names]
+        for m in cfg.ablation.methods:
+            key = f"loco/{cat}/train/{m}"
+            cell = _train_cell(ctx, key, out / "loco" / cat / m, _method_data_cfg(ctx, m), tasks)
+            show(key)
+            for t in tests:
+                ekey = f"loco/{cat}/eval/{m}/{t.name}"
+                _eval_cell(ctx, ekey, f"{m}_without_{cat}", cell["final_dir"], t)
+                show(ekey)
+    for m in plan.ppl_models:
+        key = f"ppl/{m}"
+        _ppl_cell(ctx, key, m, adapters.get(m))
+        show(key)
+    print(status_view(cfg, plan, cells), flush=True)
+    from .report import write_experiment_report
+
+    return write_experiment_report(cfg, plan, cells)
