@@ -32,14 +32,26 @@ def _cfg(tmp_path, *extra):
     books = tmp_path / "books"
     books.mkdir(exist_ok=True)
     (books / "b.txt").write_text("It was a dark and stormy night. " * 60)
-    return load_config(ExperimentConfig, "experiment_quick", [f"output_dir={tmp_path / 'exp'}", f"perplexity.books_dir={books}", *TINY, *extra])
+    return load_config(
+        ExperimentConfig,
+        "experiment_quick",
+        [f"output_dir={tmp_path / 'exp'}", f"perplexity.books_dir={books}", *TINY, *extra],
+    )
 
 
 def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys):
     cfg = _cfg(tmp_path)
     report = experiment(cfg)
     text = report.read_text()
-    for needle in ("Table 4", "Figure 5", "Table 5", "Tables 10 and 11", "Tables 7 and 8", "Task-level FT", "many_shot_all_without_cls"):
+    for needle in (
+        "Table 4",
+        "Figure 5",
+        "Table 5",
+        "Tables 10 and 11",
+        "Tables 7 and 8",
+        "Task-level FT",
+        "many_shot_all_without_cls",
+    ):
         assert needle in text, needle
     out = tmp_path / "exp"
     assert (out / "results.csv").exists() and (out / "plots" / "intent_many_0.png").exists()
@@ -48,7 +60,8 @@ def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys
     assert methods == set(cfg.methods)
     # every meta-training method got the same supervision
     sup = {m: c["summary"]["build"]["supervised_examples"] for m, c in data["train"].items()}
-    assert len(set(sup.values())) <= 2 and min(sup.values()) >= 6 * 3, sup
+    assert all(3 * 6 <= n < 3 * 6 * 4 for n in sup.values()), sup  # 3 tasks x 6, plus at most one sequence each
+    assert sup["zero_shot"] == sup["few_shot_last"] == sup["many_shot_last"] == 18  # one target per sequence
 
     # resume: finished cells are not redone; a deleted and an interrupted cell are
     cells = Cells(out)
@@ -59,7 +72,20 @@ def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys
     (out / "cells" / "ppl" / "no_ft.json").unlink()
     lock.write_text("999999999 0\n")  # a process that no longer exists
     assert cells.state("ppl/no_ft") == "interrupted"
-    assert main(["-q", "experiment", "experiment_quick", f"output_dir={out}", f"perplexity.books_dir={tmp_path / 'books'}", *TINY, "--status"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "experiment",
+                "experiment_quick",
+                f"output_dir={out}",
+                f"perplexity.books_dir={tmp_path / 'books'}",
+                *TINY,
+                "--status",
+            ]
+        )
+        == 0
+    )
     view = capsys.readouterr().out
     assert "✗" in view and "interrupted" in view
     experiment(cfg)

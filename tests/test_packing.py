@@ -173,8 +173,24 @@ def test_builds_are_deterministic(tok, task):
     assert all(np.array_equal(x.ids, y.ids) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("shots,objective", [("max", "mask_all_targets"), (5, "mask_all_targets"), (5, "mask_last_target"), (0, "mask_last_target")])
+@pytest.mark.parametrize(
+    "shots,objective",
+    [("max", "mask_all_targets"), (5, "mask_all_targets"), (5, "mask_last_target"), (0, "mask_last_target")],
+)
 def test_supervised_budget_gives_every_method_the_same_supervision(tok, shots, objective):
     tt = tokenize_task(toy_task(200), tok, "train", 300)
-    seqs, stats = build_task_sequences(tt, shots, objective, 300, 0, np.random.default_rng(0), supervised_budget=60)
+    seqs, stats = build_task_sequences(
+        tt, shots, objective, 300, 0, np.random.default_rng(0), supervised_budget=60
+    )
     assert 60 <= stats.supervised_examples < 60 + max(s.supervised_examples for s in seqs)
+
+
+def test_build_applies_the_supervised_budget(tok):
+    from manyicl.config import DataConfig
+    from manyicl.data import build_training_data
+
+    for shots, objective in (("max", "mask_all_targets"), (0, "mask_last_target")):
+        cfg = DataConfig(max_length=300, shots=shots, objective=objective, supervised_examples_per_task=40)
+        b = build_training_data([toy_task(200, name="a"), toy_task(200, name="b")], tok, cfg)
+        per = [s.supervised_examples for s in b.stats.per_task.values()]
+        assert all(40 <= n < 60 for n in per), per

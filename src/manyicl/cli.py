@@ -486,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"experiment config or shipped name, then {OVERRIDES_HELP}",
     )
     x.add_argument("--status", action="store_true", help="only show which cells are done, running and left")
-    x.add_argument("--report", action="store_true", help="only write the report from the cells finished so far")
+    x.add_argument(
+        "--report", action="store_true", help="only write the report from the cells finished so far"
+    )
     x.set_defaults(func=cmd_experiment)
 
     pp = sub.add_parser("perplexity", help="long-context perplexity and bits-per-byte on books (forgetting)")

@@ -54,6 +54,9 @@ class ModelConfig:
     """A PEFT adapter directory to load on top of the base model (evaluation, continued training)."""
     cache_dir: str | None = None
     """Where converted GGUF models are kept (default ``$MANYICL_HOME`` or ``~/.cache/manyicl``)."""
+    device: str = "auto"
+    """Where evaluation runs: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
+    Training places the model through Accelerate instead."""
 
 
 @dataclass

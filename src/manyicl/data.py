@@ -137,7 +137,13 @@ def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig) -> Traini
         tt = tokenize_task(task, tokenizer, cfg.train_split, cfg.max_length, cfg.on_overlong, cfg.add_bos)
         rng = np.random.default_rng(stable_seed(cfg.seed, task.name))
         task_seqs, tstats = build_task_sequences(
-            tt, cfg.shots, cfg.objective, cfg.max_length, cfg.sequences_per_task, rng
+            tt,
+            cfg.shots,
+            cfg.objective,
+            cfg.max_length,
+            cfg.sequences_per_task,
+            rng,
+            cfg.supervised_examples_per_task,
         )
         seqs += task_seqs
         stats.per_task[task.name] = tstats

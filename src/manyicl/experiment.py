@@ -235,12 +235,26 @@ def _train_cell(ctx: Context, key: str, out_dir: Path, data_cfg, tasks: list[Tas
         return cell
 
 
+def _main_process() -> bool:
+    """Under torchrun/accelerate only rank 0 evaluates (training cells use every process)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def _eval_cell(ctx: Context, key: str, label: str, adapter: str | None, task: Task, shots=None) -> dict:
     from .evaluate import evaluate
 
     done = ctx.cells.get(key)
-    if done:
-        return done
+    if done or not _main_process():
+        return done or {}
     with ctx.cells.working(key):
         ecfg = replace(
             ctx.cfg.eval,
@@ -260,8 +274,8 @@ def _ppl_cell(ctx: Context, key: str, label: str, adapter: str | None) -> dict:
     from .perplexity import perplexity
 
     done = ctx.cells.get(key)
-    if done:
-        return done
+    if done or not _main_process():
+        return done or {}
     with ctx.cells.working(key):
         pcfg = replace(
             ctx.cfg.perplexity,
@@ -322,6 +336,14 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
             cell = _train_cell(ctx, key, out / "train" / "task_level" / t.name.replace(":", "_"), dcfg, [t])
             task_level[t.name] = cell["final_dir"]
             show(key)
+    loco_adapters: dict[tuple[str, str], str] = {}
+    for cat in plan.loco:  # every training before any evaluation: under torchrun the other ranks only train
+        tasks = [t for t in held_in if t.category != cat]
+        for m in cfg.ablation.methods:
+            key = f"loco/{cat}/train/{m}"
+            cell = _train_cell(ctx, key, out / "loco" / cat / m, _method_data_cfg(ctx, m), tasks)
+            loco_adapters[(cat, m)] = cell["final_dir"]
+            show(key)
     for m in plan.methods:
         for t in held_out:
             key = f"eval/{m}/{t.name}"
@@ -331,20 +353,18 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
                 _eval_cell(ctx, key, m, adapters.get(m), t)
             show(key)
     for cat, names in plan.loco.items():
-        tasks = [t for t in held_in if t.category != cat]
-        tests = [t for t in held_out if t.name in names]
         for m in cfg.ablation.methods:
-            key = f"loco/{cat}/train/{m}"
-            cell = _train_cell(ctx, key, out / "loco" / cat / m, _method_data_cfg(ctx, m), tasks)
-            show(key)
-            for t in tests:
-                ekey = f"loco/{cat}/eval/{m}/{t.name}"
-                _eval_cell(ctx, ekey, f"{m}_without_{cat}", cell["final_dir"], t)
-                show(ekey)
+            for t in [t for t in held_out if t.name in names]:
+                key = f"loco/{cat}/eval/{m}/{t.name}"
+                _eval_cell(ctx, key, f"{m}_without_{cat}", loco_adapters[(cat, m)], t)
+                show(key)
     for m in plan.ppl_models:
         key = f"ppl/{m}"
         _ppl_cell(ctx, key, m, adapters.get(m))
         show(key)
+    _barrier()
+    if not _main_process():
+        return out / "report.md"
     print(status_view(cfg, plan, cells), flush=True)
     from .report import write_experiment_report
 

@@ -185,10 +185,17 @@ def load_model(cfg: ModelConfig, tokenizer=None):
             use_safetensors=True,
         )
     model.config.use_cache = False
+    model.to(resolve_device(cfg.device))
     if cfg.adapter:
         model = load_adapter(model, cfg.adapter)
     model.eval()
     return model, tokenizer
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
