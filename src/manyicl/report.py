@@ -30,7 +30,8 @@ def best_max_table(
     top = {}
     for t in tasks:
         vals = [cell[(m, t)]["best"] for m in contenders if (m, t) in cell]
-        top[t] = max(vals) if vals else None
+        # bold marks a winner; when every contender ties there is none
+        top[t] = max(vals) if vals and len(set(vals)) > 1 else None
     labels = labels or {}
     if markdown:
         head = "| model | " + " | ".join(tasks) + (" | mean |" if mean_column else " |")
