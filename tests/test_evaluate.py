@@ -95,4 +95,16 @@ def test_eval_compares_base_and_adapter_and_restores_the_base(tmp_path, tok):
     by = {(r["model"], r["shots"]): r["score"] for r in res.rows}
     assert {m for m, _ in by} == {"base", "tuned", "base_again"}
     assert all(by[("base", k)] == by[("base_again", k)] for k in (0, 2))
-    assert "**" in (tmp_path / "eval" / "report.md").read_text()  # the best model per task is bold
+
+
+def test_best_max_table_bolds_the_winner_only():
+    from manyicl.report import best_max_table
+
+    def s(model, task, best, at_max):
+        return {"model": model, "task": task, "best": best, "at_max": at_max}
+
+    table = best_max_table([s("a", "t1", 0.5, 0.4), s("b", "t1", 0.7, 0.6), s("a", "t2", 0.3, 0.3), s("b", "t2", 0.3, 0.3)])
+    assert "**0.700 / 0.600**" in table and "**0.500" not in table
+    assert "**" not in table.splitlines()[2].split("|")[3]  # a tie on t2: no winner
+    only_b = best_max_table([s("a", "t1", 0.9, 0.9), s("b", "t1", 0.7, 0.6), s("c", "t1", 0.1, 0.1)], bold_among=["b", "c"])
+    assert "**0.700 / 0.600**" in only_b and "**0.900" not in only_b
