@@ -103,8 +103,12 @@ def test_best_max_table_bolds_the_winner_only():
     def s(model, task, best, at_max):
         return {"model": model, "task": task, "best": best, "at_max": at_max}
 
-    table = best_max_table([s("a", "t1", 0.5, 0.4), s("b", "t1", 0.7, 0.6), s("a", "t2", 0.3, 0.3), s("b", "t2", 0.3, 0.3)])
+    table = best_max_table(
+        [s("a", "t1", 0.5, 0.4), s("b", "t1", 0.7, 0.6), s("a", "t2", 0.3, 0.3), s("b", "t2", 0.3, 0.3)]
+    )
     assert "**0.700 / 0.600**" in table and "**0.500" not in table
     assert "**" not in table.splitlines()[2].split("|")[3]  # a tie on t2: no winner
-    only_b = best_max_table([s("a", "t1", 0.9, 0.9), s("b", "t1", 0.7, 0.6), s("c", "t1", 0.1, 0.1)], bold_among=["b", "c"])
+    only_b = best_max_table(
+        [s("a", "t1", 0.9, 0.9), s("b", "t1", 0.7, 0.6), s("c", "t1", 0.1, 0.1)], bold_among=["b", "c"]
+    )
     assert "**0.700 / 0.600**" in only_b and "**0.900" not in only_b

@@ -60,7 +60,9 @@ def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys
     assert methods == set(cfg.methods)
     # every meta-training method got the same supervision
     sup = {m: c["summary"]["build"]["supervised_examples"] for m, c in data["train"].items()}
-    assert all(3 * 6 <= n < 3 * 6 * 4 for n in sup.values()), sup  # 3 tasks x 6, plus at most one sequence each
+    assert all(3 * 6 <= n < 3 * 6 * 4 for n in sup.values()), (
+        sup
+    )  # 3 tasks x 6, plus at most one sequence each
     assert sup["zero_shot"] == sup["few_shot_last"] == sup["many_shot_last"] == 18  # one target per sequence
 
     # resume: finished cells are not redone; a deleted and an interrupted cell are

@@ -160,9 +160,10 @@ def test_short_sequences_pack_into_windows_with_restarting_positions(tok, task):
     for w in windows:
         assert len(w) <= 256
         b = collate([w])
-        starts = np.flatnonzero(b.position_ids == 0)
+        assert b.input_ids.shape == (1, len(w))
+        starts = np.flatnonzero(b.position_ids[0] == 0)
         assert len(starts) == len(w.sequences)
-        assert not b.loss_mask[starts].any()  # a sequence's first token is never a target
+        assert not b.loss_mask[0, starts].any()  # a sequence's first token is never a target
     assert len(pack_windows(seqs, 256, pack_short=False)) == len(seqs)
 
 
@@ -194,3 +195,18 @@ def test_build_applies_the_supervised_budget(tok):
         b = build_training_data([toy_task(200, name="a"), toy_task(200, name="b")], tok, cfg)
         per = [s.supervised_examples for s in b.stats.per_task.values()]
         assert all(40 <= n < 60 for n in per), per
+
+
+def test_rows_layout_pads_each_window_into_its_own_segment(tok, task):
+    tt = tokenize_task(task, tok, "train", 256)
+    seqs, _ = build_task_sequences(tt, 2, "mask_all_targets", 256, 6, np.random.default_rng(0))
+    windows = pack_windows(seqs, 256, pack_short=True)[:3]
+    b = collate(windows, "rows", pad_id=0)
+    width = max(len(w) for w in windows)
+    assert b.input_ids.shape == (3, width)
+    for i, w in enumerate(windows):
+        n = len(w)
+        assert not b.loss_mask[i, n:].any()
+        if n < width:
+            assert b.position_ids[i, n] == 0  # the padding starts a segment of its own
+    assert b.supervised_tokens == sum(w.supervised_tokens for w in windows)

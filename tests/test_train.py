@@ -43,8 +43,8 @@ def test_packed_equals_separate_logits(tok, model):
     assert b.n_sequences == 3
     with torch.no_grad():
         packed = model(
-            input_ids=torch.tensor(b.input_ids)[None],
-            position_ids=torch.tensor(b.position_ids)[None],
+            input_ids=torch.tensor(b.input_ids),
+            position_ids=torch.tensor(b.position_ids),
             use_cache=False,
         ).logits[0]
         sep = torch.cat([model(input_ids=torch.tensor(s.ids)[None]).logits[0] for s in seqs])
@@ -52,8 +52,8 @@ def test_packed_equals_separate_logits(tok, model):
     # ...and with the default use_cache=True transformers would NOT isolate the documents:
     with torch.no_grad():
         leaky = model(
-            input_ids=torch.tensor(b.input_ids)[None],
-            position_ids=torch.tensor(b.position_ids)[None],
+            input_ids=torch.tensor(b.input_ids),
+            position_ids=torch.tensor(b.position_ids),
             use_cache=True,
         ).logits[0]
     assert not torch.allclose(leaky, sep, atol=1e-3)
@@ -78,8 +78,10 @@ def test_one_batch_of_8_equals_8_batches_of_1(tok, model):
     total = sum(w.supervised_tokens for w in windows)
     g_big = _lora_grads(m, [collate(windows)], total)
     g_small = _lora_grads(m, [collate([w]) for w in windows], total)
+    g_rows = _lora_grads(m, [collate(windows, "rows")], total)  # the GPU layout: one padded row per window
     for k in g_big:
         assert torch.allclose(g_big[k], g_small[k], atol=1e-6, rtol=1e-4), k
+        assert torch.allclose(g_big[k], g_rows[k], atol=1e-6, rtol=1e-4), k
 
 
 def test_schedule_is_identical_across_world_and_accumulation():

@@ -207,7 +207,11 @@ class TrainLoopConfig:
     epochs: float = 0.0
     """If > 0, set max_steps to this many passes over the build (rounded up)."""
     micro_batch_size: int = 1
-    """Windows per forward pass (concatenated into one padding-free row)."""
+    """Windows per forward pass."""
+    layout: Literal["auto", "row", "rows"] = "auto"
+    """How a micro-batch's windows are laid out: ``row`` concatenates them into one padding-free row
+    (fastest on CPU), ``rows`` gives each its own padded row (fastest on GPU: attention grows with
+    rows x L^2, not (rows x L)^2); ``auto`` picks rows on CUDA, row otherwise. Same loss either way."""
     grad_accum: int = 1
     """Micro-batches per optimizer step (per process)."""
     gradient_checkpointing: bool = False

@@ -213,7 +213,14 @@ def pack_windows(seqs: list[Sequence], max_length: int, pack_short: bool) -> lis
 
 @dataclass
 class Batch:
-    """A padding-free micro-batch: windows concatenated into one row, positions restart per sequence."""
+    """A micro-batch as ``[rows, length]`` arrays; positions restart at every sequence.
+
+    Layout ``row``: all windows concatenated into one padding-free row (best on CPU: no padding, and
+    attention over short packed sequences is cheap). Layout ``rows``: one row per window, right-padded
+    (best on GPU: attention costs rows x L^2 instead of (rows x L)^2). Padding tokens form their own
+    segment after the real tokens, so causal attention keeps real tokens from ever seeing them, and
+    they carry no loss.
+    """
 
     input_ids: np.ndarray
     position_ids: np.ndarray
@@ -225,12 +232,25 @@ class Batch:
         return int(self.loss_mask.sum())
 
 
-def collate(windows: list[Window]) -> Batch:
-    seqs = [s for w in windows for s in w.sequences]
-    ids = np.concatenate([s.ids for s in seqs])
-    pos = np.concatenate([np.arange(len(s), dtype=np.int64) for s in seqs])
-    mask = np.concatenate([s.loss_mask for s in seqs])
-    return Batch(ids, pos, mask, len(seqs))
+def collate(windows: list[Window], layout: str = "row", pad_id: int = 0) -> Batch:
+    if layout == "row":
+        seqs = [s for w in windows for s in w.sequences]
+        ids = np.concatenate([s.ids for s in seqs])
+        pos = np.concatenate([np.arange(len(s), dtype=np.int64) for s in seqs])
+        mask = np.concatenate([s.loss_mask for s in seqs])
+        return Batch(ids[None], pos[None], mask[None], len(seqs))
+    if layout != "rows":
+        raise ValueError(f"unknown layout {layout!r}; use row or rows")
+    rows = [collate([w], "row") for w in windows]
+    width = max(r.input_ids.shape[1] for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    pos = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=bool)
+    for i, r in enumerate(rows):
+        n = r.input_ids.shape[1]
+        ids[i, :n], pos[i, :n], mask[i, :n] = r.input_ids[0], r.position_ids[0], r.loss_mask[0]
+        pos[i, n:] = np.arange(width - n)  # padding: a segment of its own
+    return Batch(ids, pos, mask, sum(r.n_sequences for r in rows))
 
 
 @dataclass

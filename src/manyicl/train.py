@@ -47,36 +47,35 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 
-def batch_tensors(batch: Batch, device) -> dict:
-    """Model inputs plus the positions whose logits predict a supervised token, and those tokens."""
-    ids = torch.as_tensor(batch.input_ids, dtype=torch.long)
-    pred_pos = np.flatnonzero(batch.loss_mask[1:])  # logit at p predicts token p + 1
-    return {
-        "input_ids": ids[None].to(device),
-        "position_ids": torch.as_tensor(batch.position_ids, dtype=torch.long)[None].to(device),
-        "pred_pos": torch.as_tensor(pred_pos, dtype=torch.long).to(device),
-        "labels": ids[pred_pos + 1].to(device),
-    }
-
-
 def supervised_loss_sum(model, batch: Batch, device) -> tuple[torch.Tensor, int]:
     """Sum of cross-entropy over the batch's supervised tokens, and their count.
 
-    The batch is one padding-free row; restarting position ids make transformers build a
-    block-diagonal causal mask (only when no KV cache is passed, hence ``use_cache=False``).
+    Restarting position ids make transformers build a block-diagonal causal mask (only when no KV
+    cache is passed, hence ``use_cache=False``). Logits are computed only at positions that predict
+    a supervised token: for one row exactly those; for several rows the union of their positions.
     """
-    t = batch_tensors(batch, device)
-    n = int(t["labels"].numel())
+    ids = torch.as_tensor(batch.input_ids, dtype=torch.long)
+    pred = batch.loss_mask[:, 1:]  # the logit at p predicts token p + 1
+    if ids.shape[0] == 1:
+        keep = np.flatnonzero(pred[0])
+        select = None
+    else:
+        keep = np.flatnonzero(pred.any(0))
+        select = torch.as_tensor(pred[:, keep])
+    keep_t = torch.as_tensor(keep, dtype=torch.long)
+    labels = ids[:, keep_t + 1]
+    labels = labels[0] if select is None else labels[select]
     out = model(
-        input_ids=t["input_ids"],
-        position_ids=t["position_ids"],
-        logits_to_keep=t["pred_pos"],
+        input_ids=ids.to(device),
+        position_ids=torch.as_tensor(batch.position_ids, dtype=torch.long).to(device),
+        logits_to_keep=keep_t.to(device),
         use_cache=False,
     )
-    logits = out.logits[0].float()
+    logits = out.logits[0] if select is None else out.logits[select.to(device)]
+    n = int(labels.numel())
     if n == 0:  # keep the graph connected so DDP sees every parameter used
-        return logits.sum() * 0.0, 0
-    return F.cross_entropy(logits, t["labels"], reduction="sum"), n
+        return out.logits.sum() * 0.0, 0
+    return F.cross_entropy(logits.float(), labels.to(device), reduction="sum"), n
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,6 +315,7 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         log.info("resume: no checkpoint in %s yet, starting from step 0", out / "checkpoints")
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
+    layout = cfg.train.layout if cfg.train.layout != "auto" else ("rows" if device.type == "cuda" else "row")
     sched = StepSchedule(
         len(data.windows), world, cfg.train.grad_accum, cfg.train.micro_batch_size, cfg.train.seed
     )
@@ -364,7 +364,7 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         step_tokens = sum(len(w) for ws in step_windows for w in ws)
         loss_acc = torch.zeros((), device=device)
         for j, micro in enumerate(idx[rank]):
-            batch = collate([data.windows[i] for i in micro])
+            batch = collate([data.windows[i] for i in micro], layout)
             sync = j == cfg.train.grad_accum - 1
             with nullcontext() if sync else accelerator.no_sync(model):
                 loss_sum, _ = supervised_loss_sum(model, batch, device)
