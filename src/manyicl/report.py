@@ -124,12 +124,13 @@ def plot_curves(
     for label, y in (hlines or {}).items():
         ax.axhline(y, linestyle=":", color="red", label=label)
     ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=-0.2)
     ax.set_xlabel("shots (in-context examples)")
     metric = rows[0]["metric"] if rows else ""
     ax.set_ylabel(metric)
     ax.set_title(title or f"{task} ({rows[0]['category'] if rows else ''})")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="best", framealpha=0.6)
     fig.tight_layout()
     atomic_save(path, lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
