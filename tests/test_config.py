@@ -17,6 +17,8 @@ def _config_class(path: Path):
         ("quickstart", "QuickstartConfig"),
         ("experiment", "ExperimentConfig"),
         ("perplexity", "PerplexityConfig"),
+        ("distill", "DistillConfig"),
+        ("icl_preserve", "ICLPreserveConfig"),
     ):
         if path.stem.startswith(prefix):
             return getattr(C, name)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from .config import (
     DataConfig,
+    DistillConfig,
     EvalConfig,
     ExperimentConfig,
+    ICLPreserveConfig,
     PerplexityConfig,
     QuickstartConfig,
     TrainConfig,
@@ -92,6 +94,28 @@ def cmd_experiment(a: argparse.Namespace) -> int:
     report = experiment(cfg, status_only=a.status, report_only=a.report)
     if not a.status:
         print(f"report: {report}")
+    return 0
+
+
+def cmd_distill(a: argparse.Namespace) -> int:
+    path, overrides = _split_config_args(a.args)
+    cfg = load_config(DistillConfig, path, overrides)
+    _offline(cfg.model.allow_download)
+    from .distill import distill
+
+    report = distill(cfg)
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_icl_preserve(a: argparse.Namespace) -> int:
+    path, overrides = _split_config_args(a.args)
+    cfg = load_config(ICLPreserveConfig, path, overrides)
+    _offline(cfg.train.model.allow_download)
+    from .icl_preserve import icl_preserve
+
+    report = icl_preserve(cfg)
+    print(f"report: {report}")
     return 0
 
 
@@ -490,6 +514,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", action="store_true", help="only write the report from the cells finished so far"
     )
     x.set_defaults(func=cmd_experiment)
+
+    di = sub.add_parser(
+        "distill", help="context distillation: a k-shot teacher trains a student without context"
+    )
+    di.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG|KEY=VALUE",
+        help=f"distill config or shipped name, then {OVERRIDES_HELP}",
+    )
+    di.set_defaults(func=cmd_distill)
+
+    ip = sub.add_parser(
+        "icl-preserve", help="task fine-tuning that keeps in-context learning (ICL data mixed in)"
+    )
+    ip.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG|KEY=VALUE",
+        help=f"icl-preserve config or shipped name, then {OVERRIDES_HELP}",
+    )
+    ip.set_defaults(func=cmd_icl_preserve)
 
     pp = sub.add_parser("perplexity", help="long-context perplexity and bits-per-byte on books (forgetting)")
     pp.add_argument(

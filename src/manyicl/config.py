@@ -686,3 +686,115 @@ class ExperimentConfig:
                 _key(where, "train.lora.enabled"),
                 "experiments compare LoRA adapters on one base model; keep LoRA on",
             )
+
+
+@dataclass
+class DistillConfig:
+    output_dir: str = "results/distill"
+    """Where report.md, results.json/csv and the plots go."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The teacher (and, unless student_layers is set, the student's starting point)."""
+    student_layers: int = 0
+    """0: the student is the teacher model itself (context distillation proper); N: a smaller student,
+    the teacher cut to its first N layers (same tokenizer), like distilling OPT-1.3B into OPT-125M."""
+    methods: list[str] = field(default_factory=lambda: ["base", "icl", "pbft", "cd"])
+    """base (student, no context), icl (teacher with k support examples in the prompt), pbft
+    (pattern-based fine-tuning on the k labelled examples), cd (context distillation)."""
+    updates: list[str] = field(default_factory=lambda: ["lora", "bitfit", "full"])
+    """How the student is updated in pbft and cd: LoRA, BitFit (bias terms only) and/or all weights."""
+    shots: list[int] = field(default_factory=lambda: [1, 4, 8, 12])
+    """Support examples k."""
+    kl: Literal["verbalizer", "full"] = "verbalizer"
+    """KL over the verbalizer tokens (yes/no) at the answer position, or over the full vocabulary at every
+    answer token."""
+    alpha: float = 0.5
+    """Loss = alpha * KL(teacher || student) + (1 - alpha) * cross-entropy on the gold answer."""
+    temperature: float = 1.0
+    """Softmax temperature of teacher and student in the KL term."""
+    train_queries: int = 20
+    """Training queries the student learns from (teacher context distillation); pbft trains on the k supports."""
+    epochs: int = 10
+    """Passes over the training examples."""
+    batch_size: int = 4
+    """Examples per optimizer step."""
+    lr: float = 1.0e-4
+    """Learning rate for LoRA and full updates."""
+    bitfit_lr: float = 1.0e-3
+    """Learning rate for BitFit (bias-only updates need a larger step)."""
+    lora: LoraConfig = field(
+        default_factory=lambda: LoraConfig(r=8, alpha=32.0, dropout=0.05, target_modules=["q_proj", "v_proj"])
+    )
+    """LoRA settings for the student (seed 004: r=8, alpha=32, q/v, dropout 0.05)."""
+    prefix: str = "Determine if the premise entails the hypothesis. Answer with yes or no."
+    """Task prefix; the teacher always sees it, the student when student_prefix is true."""
+    student_prefix: bool = True
+    """Give the student the prefix too (it never sees the support examples)."""
+    in_domain: str = "metaicl:glue-mnli"
+    """The task whose examples train the student and give in-domain accuracy (neutral removed)."""
+    out_of_domain: list[str] = field(default_factory=lambda: ["rte", "metaicl:scitail", "cb", "metaicl:sick"])
+    """Binary NLI tasks for out-of-domain accuracy (neutral removed where there is one)."""
+    eval_queries: int = 100
+    """Test queries per task."""
+    pool_size: int = 3000
+    """Examples of the in-domain task that supports and training queries are drawn from."""
+    seed: int = 0
+    """Seed for supports, training queries and initialisation."""
+    data_dir: str | None = None
+    """Shared data folder (default: ../shared/data or $MANYICL_DATA)."""
+    max_length: int = 2048
+    """Context window for the teacher's prompt."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        for m in self.methods:
+            if m not in ("base", "icl", "pbft", "cd"):
+                c.add(_key(where, "methods"), f"unknown method {m!r}; use base, icl, pbft, cd")
+        for u in self.updates:
+            if u not in ("lora", "bitfit", "full"):
+                c.add(_key(where, "updates"), f"unknown update {u!r}; use lora, bitfit, full")
+        if not self.shots or any(k <= 0 for k in self.shots):
+            c.add(_key(where, "shots"), f"must be positive support counts, got {self.shots}")
+        if not 0 <= self.alpha <= 1:
+            c.add(_key(where, "alpha"), f"must be in [0, 1], got {self.alpha}")
+        for name in ("temperature", "lr", "bitfit_lr"):
+            if getattr(self, name) <= 0:
+                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        for name in ("train_queries", "epochs", "batch_size", "eval_queries", "pool_size", "max_length"):
+            if getattr(self, name) <= 0:
+                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        if self.student_layers < 0:
+            c.add(_key(where, "student_layers"), f"must be >= 0, got {self.student_layers}")
+
+
+@dataclass
+class ICLPreserveConfig:
+    output_dir: str = "results/icl_preserve"
+    """Where report.md, results.json/csv and the plots go."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Shared training settings (model, LoRA, optimizer, loop, context length). data.tasks selects the
+    *target* task(s) that are fine-tuned zero-shot; lora.enabled is set per run by ``finetune``."""
+    icl_tasks: TaskSourceConfig = field(default_factory=TaskSourceConfig)
+    """Multi-task data mixed in, in ICL format (many-shot sequences of other tasks; synthetic held-in
+    families by default)."""
+    icl_shots: int | Literal["max"] = "max"
+    """Shots per mixed-in ICL sequence."""
+    mix_ratios: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2])
+    """Fractions of the training windows that are ICL-format data (seed 003: ~10% preserves ICL)."""
+    finetune: list[str] = field(default_factory=lambda: ["lora", "full"])
+    """Fine-tuning kinds to compare: LoRA and/or full."""
+    kl_to_base: list[float] = field(default_factory=lambda: [0.0])
+    """Weights of a KL-to-the-base-model regulariser on ICL-format batches to sweep (0: off)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out tasks unrelated to the target (few-shot ability before/after) and their shot grid."""
+    target_shots: list[Any] = field(default_factory=lambda: [0, 5])
+    """Shots at which the target task's own accuracy is measured."""
+
+    def validate(self, where: str, c: Collector) -> None:
+        for r in self.mix_ratios:
+            if not 0 <= r < 1:
+                c.add(_key(where, "mix_ratios"), f"ratios must be in [0, 1), got {r}")
+        for f in self.finetune:
+            if f not in ("lora", "full"):
+                c.add(_key(where, "finetune"), f"unknown kind {f!r}; use lora or full")
+        for w in self.kl_to_base:
+            if w < 0:
+                c.add(_key(where, "kl_to_base"), f"weights must be >= 0, got {w}")
