@@ -231,15 +231,21 @@ class PromptCache:
         return self.score_options_many([(query_ids, options)])[0]
 
     @torch.inference_mode()
-    def continuation_logprobs(self, query_ids: list[int], target_ids: list[int]) -> list[float]:
-        """Per-token log-probs of ``target_ids`` after prompt + query (teacher forcing)."""
-        self.crop_to(self.base_len)
-        ids = list(query_ids) + list(target_ids)
-        out = self._forward(ids, self.base_len)
-        logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+    def continuation_distributions(self, query_ids: list[int], target_ids: list[int]) -> torch.Tensor:
+        """Next-token log-probabilities [len(target), vocab] at each target position after prompt +
+        query, teacher-forced with ``target_ids`` (what a distillation teacher provides)."""
         self.crop_to(self.base_len)
         nq = len(query_ids)
-        return [float(logp[nq - 1 + i, t]) for i, t in enumerate(target_ids)]
+        ids = list(query_ids) + list(target_ids)
+        keep = torch.arange(nq - 1, nq - 1 + len(target_ids), device=self.device)
+        out = self._forward(ids, self.base_len, logits_to_keep=keep)
+        self.crop_to(self.base_len)
+        return torch.log_softmax(out.logits[0].float(), dim=-1)
+
+    def continuation_logprobs(self, query_ids: list[int], target_ids: list[int]) -> list[float]:
+        """Per-token log-probs of ``target_ids`` after prompt + query (teacher forcing)."""
+        logp = self.continuation_distributions(query_ids, target_ids)
+        return [float(logp[i, t]) for i, t in enumerate(target_ids)]
 
     @torch.inference_mode()
     def generate_many(

@@ -50,6 +50,9 @@ class Sequence:
     example_lengths: list[int]
     header_len: int
     supervised_examples: int
+    tag: str = ""
+    """What kind of data this is, for the training loop (e.g. ``icl`` for mixed-in many-shot data, which
+    the KL-to-base regulariser applies to); empty for ordinary builds."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -226,31 +229,41 @@ class Batch:
     position_ids: np.ndarray
     loss_mask: np.ndarray
     n_sequences: int
+    tag_mask: np.ndarray | None = None
+    """With ``collate(..., tag=T)``: the loss-mask positions of sequences tagged T (else None)."""
 
     @property
     def supervised_tokens(self) -> int:
         return int(self.loss_mask.sum())
 
 
-def collate(windows: list[Window], layout: str = "row", pad_id: int = 0) -> Batch:
+def collate(windows: list[Window], layout: str = "row", pad_id: int = 0, tag: str | None = None) -> Batch:
+    """Lay windows out as a micro-batch; with ``tag``, also mark the supervised tokens of the sequences
+    carrying that tag (``Batch.tag_mask``)."""
     if layout == "row":
         seqs = [s for w in windows for s in w.sequences]
         ids = np.concatenate([s.ids for s in seqs])
         pos = np.concatenate([np.arange(len(s), dtype=np.int64) for s in seqs])
         mask = np.concatenate([s.loss_mask for s in seqs])
-        return Batch(ids[None], pos[None], mask[None], len(seqs))
+        tag_mask = None
+        if tag is not None:
+            tag_mask = np.concatenate([s.loss_mask & (s.tag == tag) for s in seqs])[None]
+        return Batch(ids[None], pos[None], mask[None], len(seqs), tag_mask)
     if layout != "rows":
         raise ValueError(f"unknown layout {layout!r}; use row or rows")
-    rows = [collate([w], "row") for w in windows]
+    rows = [collate([w], "row", tag=tag) for w in windows]
     width = max(r.input_ids.shape[1] for r in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     pos = np.zeros((len(rows), width), dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=bool)
+    tag_mask = np.zeros((len(rows), width), dtype=bool) if tag is not None else None
     for i, r in enumerate(rows):
         n = r.input_ids.shape[1]
         ids[i, :n], pos[i, :n], mask[i, :n] = r.input_ids[0], r.position_ids[0], r.loss_mask[0]
+        if tag_mask is not None:
+            tag_mask[i, :n] = r.tag_mask[0]
         pos[i, n:] = np.arange(width - n)  # padding: a segment of its own
-    return Batch(ids, pos, mask, sum(r.n_sequences for r in rows))
+    return Batch(ids, pos, mask, sum(r.n_sequences for r in rows), tag_mask)
 
 
 @dataclass
