@@ -139,14 +139,20 @@ def shot_plan(pt: PreparedTask, cfg: EvalConfig, seed: int) -> tuple[np.ndarray,
 # --------------------------------------------------------------------------------------------
 
 
+def batch_tokens(setting: int, device) -> int:
+    if setting:
+        return setting
+    return 16384 if str(device).startswith("cuda") else 4096
+
+
 def score_queries(
-    pc: PromptCache, pt: PreparedTask, tokenizer, normalize: str
+    pc: PromptCache, pt: PreparedTask, tokenizer, normalize: str, budget: int = 4096
 ) -> tuple[list[dict], list[str]]:
     """Score every query of ``pt`` against the prompt in ``pc`` (batched); per-query scores and predictions."""
     task = pt.task
     scores, preds = [], []
     if pt.mode == "options":
-        all_lls = pc.score_options_many([(q.ids, q.option_ids) for q in pt.queries])
+        all_lls = pc.score_options_many([(q.ids, q.option_ids) for q in pt.queries], token_budget=budget)
         for q, lls in zip(pt.queries, all_lls):
             vals = [lp / n if normalize == "tokens" else lp for lp, n in lls]
             pred = q.options[int(np.argmax(vals))]
@@ -154,7 +160,11 @@ def score_queries(
             preds.append(pred)
         return scores, preds
     texts = pc.generate_many(
-        [q.ids for q in pt.queries], tokenizer, pt.max_new_tokens, task.template.stop_strings()
+        [q.ids for q in pt.queries],
+        tokenizer,
+        pt.max_new_tokens,
+        task.template.stop_strings(),
+        token_budget=max(budget, 4096),  # decoding steps feed one token per query: wider batches amortise overhead
     )
     for q, text in zip(pt.queries, texts):
         pred = text.strip()
@@ -230,7 +240,9 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
                 for shot_label, k in sorted(plan.items(), key=lambda kv: -kv[1]):
                     pc.shrink_prompt(prefix_len[k])
                     t0 = time.perf_counter()
-                    scores, preds = score_queries(pc, pt, tokenizer, cfg.scoring.normalize)
+                    scores, preds = score_queries(
+                        pc, pt, tokenizer, cfg.scoring.normalize, batch_tokens(cfg.scoring.batch_tokens, pc.device)
+                    )
                     dt = time.perf_counter() - t0
                     row = {
                         "model": label,

@@ -157,10 +157,21 @@ def load_tokenizer(cfg: ModelConfig):
     path = resolve_model_dir(cfg)
     if path == TINY:
         return tiny_tokenizer()
-    tok = AutoTokenizer.from_pretrained(
-        path, trust_remote_code=cfg.trust_remote_code, local_files_only=not cfg.allow_download
-    )
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            path, trust_remote_code=cfg.trust_remote_code, local_files_only=not cfg.allow_download
+        )
+    except (OSError, ValueError) as e:
+        raise ConfigError.single(
+            "model.name_or_path",
+            f"cannot load a tokenizer from {path} ({_first_line(e)}); the folder needs tokenizer.json or "
+            "tokenizer_config.json with its vocabulary files (save them with tokenizer.save_pretrained)",
+        ) from None
     return tok
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def load_model(cfg: ModelConfig, tokenizer=None):
@@ -176,14 +187,23 @@ def load_model(cfg: ModelConfig, tokenizer=None):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # the per-tensor loading bar; our own bars stay
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=dtype,
-            attn_implementation=cfg.attn_implementation,
-            trust_remote_code=cfg.trust_remote_code,
-            local_files_only=not cfg.allow_download,
-            use_safetensors=True,
-        )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                dtype=dtype,
+                attn_implementation=cfg.attn_implementation,
+                trust_remote_code=cfg.trust_remote_code,
+                local_files_only=not cfg.allow_download,
+                use_safetensors=True,  # never unpickle weights
+            )
+        except (OSError, ValueError) as e:
+            hint = ""
+            if Path(path).is_dir() and not list(Path(path).glob("*.safetensors")):
+                hint = (
+                    " It has no .safetensors weights: manyicl does not unpickle .bin/.pt checkpoints; convert them "
+                    "once in a trusted environment (model.save_pretrained(dir, safe_serialization=True))."
+                )
+            raise ConfigError.single("model.name_or_path", f"cannot load model weights from {path} ({_first_line(e)}).{hint}") from None
     model.config.use_cache = False
     model.to(resolve_device(cfg.device))
     if cfg.adapter:

@@ -13,6 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .errors import Collector, TaskFormatError
 from .tasks import Example, Task, Template
 
 
@@ -113,8 +114,8 @@ class TokenizedTask:
         return np.concatenate([q, t]), mask
 
 
-class OverlongExampleError(ValueError):
-    pass
+class OverlongExampleError(TaskFormatError):
+    title = "examples longer than the context window"
 
 
 def tokenize_task(
@@ -142,13 +143,18 @@ def tokenize_task(
     budget = max_length - len(header)
     keep_q, keep_t, keep_ex, strata = [], [], [], []
     skipped = truncated = 0
+    too_long = Collector()
     for i, (e, q, t) in enumerate(zip(examples, queries, targets)):
         if len(q) + len(t) > budget:
             if on_overlong == "error":
-                raise OverlongExampleError(
-                    f"{task.name}/{split} example {i + 1}: {len(q) + len(t)} tokens + {len(header)} header > "
-                    f"max_length {max_length}; set data.on_overlong to skip or truncate_input, or raise max_length"
+                where = f"{task.split_files.get(split, task.name + '/' + split)}:{e.line or i + 1}"
+                too_long.add(
+                    where,
+                    f"{len(q) + len(t)} tokens + {len(header)} header > max_length {max_length}; set "
+                    "data.on_overlong to skip or truncate_input, or raise max_length",
+                    "input",
                 )
+                continue
             if on_overlong == "skip" or len(t) >= budget - 4:
                 skipped += 1
                 continue
@@ -161,4 +167,5 @@ def tokenize_task(
         keep_t.append(np.asarray(t, dtype=np.int64))
         keep_ex.append(e)
         strata.append(task.stratify_key(e))
+    too_long.raise_if_any(OverlongExampleError)
     return TokenizedTask(task, split, header, keep_q, keep_t, strata, keep_ex, skipped, truncated)
