@@ -3,7 +3,15 @@ import torch
 import torch.nn.functional as F
 
 from manyicl.config import DistillConfig, load_config
-from manyicl.distill import Item, add_bitfit, binary_nli, item_loss, split_pair, truncate_layers, verbalizer_ids
+from manyicl.distill import (
+    Item,
+    add_bitfit,
+    binary_nli,
+    item_loss,
+    split_pair,
+    truncate_layers,
+    verbalizer_ids,
+)
 from manyicl.modeling import tiny_model
 from manyicl.tasks import Example, Task, Template
 
@@ -12,7 +20,9 @@ def _item(tok, model):
     ids = tok("Premise: a\nHypothesis: b\nAnswer: yes\n", add_special_tokens=False)["input_ids"]
     answer_start = len(tok("Premise: a\nHypothesis: b\nAnswer:", add_special_tokens=False)["input_ids"])
     pos = list(range(answer_start - 1, len(ids) - 1))
-    teacher = torch.log_softmax(torch.randn(len(pos), len(tok), generator=torch.Generator().manual_seed(0)), -1)
+    teacher = torch.log_softmax(
+        torch.randn(len(pos), len(tok), generator=torch.Generator().manual_seed(0)), -1
+    )
     return Item(ids, pos, ids[answer_start:], teacher)
 
 
@@ -61,17 +71,40 @@ def test_truncated_student_keeps_the_first_layers(tok):
     model = tiny_model(len(tok))
     small = truncate_layers(model, 1)
     assert len(small.get_decoder().layers) == 1 and small.config.num_hidden_layers == 1
-    assert torch.equal(small.get_decoder().layers[0].self_attn.q_proj.weight, model.get_decoder().layers[0].self_attn.q_proj.weight)
+    assert torch.equal(
+        small.get_decoder().layers[0].self_attn.q_proj.weight,
+        model.get_decoder().layers[0].self_attn.q_proj.weight,
+    )
     assert len(model.get_decoder().layers) == 2  # the teacher is untouched
 
 
 def test_binary_nli_views():
     assert split_pair("premise: A cat. [SEP] hypothesis: An animal.") == ("A cat.", "An animal.")
     assert split_pair("A cat.\nHypothesis: An animal.") == ("A cat.", "An animal.")
-    three = Task("mnli", "nli", splits={"train": [Example("premise: a [SEP] hypothesis: b", lab) for lab in ("entailment", "neutral", "contradiction")]}, labels=("contradiction", "entailment", "neutral"))
+    three = Task(
+        "mnli",
+        "nli",
+        splits={
+            "train": [
+                Example("premise: a [SEP] hypothesis: b", lab)
+                for lab in ("entailment", "neutral", "contradiction")
+            ]
+        },
+        labels=("contradiction", "entailment", "neutral"),
+    )
     assert [e.output for e in binary_nli(three, "p", "train")] == ["yes", "no"]
-    two = Task("scitail", "nli", splits={"train": [Example("sentence 1: a [SEP] sentence 2: b", lab) for lab in ("entailment", "neutral")]}, labels=("entailment", "neutral"))
-    assert [e.output for e in binary_nli(two, "p", "train")] == ["yes", "no"]  # two-way: neutral means not entailed
+    two = Task(
+        "scitail",
+        "nli",
+        splits={
+            "train": [Example("sentence 1: a [SEP] sentence 2: b", lab) for lab in ("entailment", "neutral")]
+        },
+        labels=("entailment", "neutral"),
+    )
+    assert [e.output for e in binary_nli(two, "p", "train")] == [
+        "yes",
+        "no",
+    ]  # two-way: neutral means not entailed
 
 
 def test_distill_workflow_on_the_tiny_model(tmp_path):

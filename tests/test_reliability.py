@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import toy_task
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from manyicl.cli import main
 from manyicl.errors import ManyICLError, TaskFormatError
 from manyicl.tasks import load_task_dir, write_task_dir
+
+from conftest import toy_task
 
 
 def _task_dir(tmp_path: Path, files: dict[str, bytes | str], meta: str = "category: cls\n") -> Path:
@@ -37,12 +38,42 @@ def _good_lines(n=4):
 
 # (name, files, task.yaml, expected message fragment)
 CATALOGUE = [
-    ("malformed JSONL", {"train.jsonl": _good_lines() + "{oops\n"}, "category: cls\n", "train.jsonl:5: malformed JSON"),
-    ("wrong type", {"train.jsonl": _good_lines() + '{"input": 7, "output": "a"}\n'}, "category: cls\n", "train.jsonl:5 [input]: must be a string"),
-    ("missing field", {"train.jsonl": _good_lines() + '{"input": "x"}\n'}, "category: cls\n", "train.jsonl:5 [output]: missing field"),
-    ("non-UTF-8", {"train.jsonl": _good_lines().encode() + b'{"input": "\xff", "output": "a"}\n'}, "category: cls\n", "train.jsonl:5: not UTF-8"),
-    ("empty file", {"train.jsonl": _good_lines(), "test.jsonl": ""}, "category: cls\n", "test.jsonl: empty file"),
-    ("blank split", {"train.jsonl": _good_lines(), "test.jsonl": "\n\n"}, "category: cls\n", "test.jsonl: empty file"),
+    (
+        "malformed JSONL",
+        {"train.jsonl": _good_lines() + "{oops\n"},
+        "category: cls\n",
+        "train.jsonl:5: malformed JSON",
+    ),
+    (
+        "wrong type",
+        {"train.jsonl": _good_lines() + '{"input": 7, "output": "a"}\n'},
+        "category: cls\n",
+        "train.jsonl:5 [input]: must be a string",
+    ),
+    (
+        "missing field",
+        {"train.jsonl": _good_lines() + '{"input": "x"}\n'},
+        "category: cls\n",
+        "train.jsonl:5 [output]: missing field",
+    ),
+    (
+        "non-UTF-8",
+        {"train.jsonl": _good_lines().encode() + b'{"input": "\xff", "output": "a"}\n'},
+        "category: cls\n",
+        "train.jsonl:5: not UTF-8",
+    ),
+    (
+        "empty file",
+        {"train.jsonl": _good_lines(), "test.jsonl": ""},
+        "category: cls\n",
+        "test.jsonl: empty file",
+    ),
+    (
+        "blank split",
+        {"train.jsonl": _good_lines(), "test.jsonl": "\n\n"},
+        "category: cls\n",
+        "test.jsonl: empty file",
+    ),
     (
         "one label",
         {"train.jsonl": "".join(json.dumps({"input": f"t{i}", "output": "same"}) + "\n" for i in range(5))},
@@ -67,8 +98,18 @@ CATALOGUE = [
         "category: cls\nsource: {format: tsv, columns: [text, label], input: text, output: label}\n",
         "train.tsv:3 [label]: missing or empty output",
     ),
-    ("unknown task.yaml key", {"train.jsonl": _good_lines()}, "category: cls\nlabelz: [a, b]\n", "[labelz]: unknown key"),
-    ("bad category", {"train.jsonl": _good_lines()}, "category: classification\n", "[category]: must be one of"),
+    (
+        "unknown task.yaml key",
+        {"train.jsonl": _good_lines()},
+        "category: cls\nlabelz: [a, b]\n",
+        "[labelz]: unknown key",
+    ),
+    (
+        "bad category",
+        {"train.jsonl": _good_lines()},
+        "category: classification\n",
+        "[category]: must be one of",
+    ),
 ]
 
 
@@ -105,7 +146,10 @@ CONFIG_CATALOGUE = [
     (["data.objective=mask_everything"], "data.objective: expected 'mask_all_targets'"),
     (["model.name_or_path=org/some-hub-model"], "runs offline"),
     (["lora.target_modules=[qproj]"], "lora.target_modules: ['qproj'] not in this model"),
-    (["data.on_overlong=error", "data.max_length=40"], "> max_length 40; set data.on_overlong to skip or truncate_input"),
+    (
+        ["data.on_overlong=error", "data.max_length=40"],
+        "> max_length 40; set data.on_overlong to skip or truncate_input",
+    ),
 ]
 
 
@@ -156,7 +200,16 @@ def test_adapter_for_another_base_model_is_refused(tmp_path, tok):
 
     peft = apply_lora(tiny_model(len(tok)), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     peft.save_pretrained(tmp_path / "adapter")
-    other = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1))
+    other = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
     with pytest.raises(ManyICLError, match="does not fit this base model"):
         load_adapter(other, tmp_path / "adapter")
     with pytest.raises(ManyICLError, match="not a PEFT adapter"):
@@ -196,7 +249,13 @@ def test_checkpoints_are_only_trusted_when_complete(tmp_path):
 
 def _cli(args, **kw):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "manyicl", "-q", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "manyicl", "-q", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
@@ -269,7 +328,7 @@ def test_jsonl_loader_never_crashes(tmp_path_factory, records, junk):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    rows=st.lists(st.lists(st.text(alphabet="ab,\t\"\n x", max_size=6), min_size=1, max_size=4), max_size=6),
+    rows=st.lists(st.lists(st.text(alphabet='ab,\t"\n x', max_size=6), min_size=1, max_size=4), max_size=6),
     fmt=st.sampled_from(["csv", "tsv"]),
 )
 def test_delimited_loader_never_crashes(tmp_path_factory, rows, fmt):
@@ -306,7 +365,15 @@ def test_packer_invariants(lengths, max_length, shots, objective, pack_short, se
     keep = [i for i in range(len(q)) if len(header) + len(q[i]) + len(t[i]) <= max_length]
     if not keep:
         return
-    tt = TokenizedTask(task, "train", header, [q[i] for i in keep], [t[i] for i in keep], ["ab"[i % 2] for i in keep], [None] * len(keep))
+    tt = TokenizedTask(
+        task,
+        "train",
+        header,
+        [q[i] for i in keep],
+        [t[i] for i in keep],
+        ["ab"[i % 2] for i in keep],
+        [None] * len(keep),
+    )
     seqs, stats = build_task_sequences(tt, shots, objective, max_length, 5, np.random.default_rng(seed))
     assert stats.sequences == len(seqs) == 5
     for s in seqs:

@@ -299,7 +299,9 @@ def item_loss(student, item: Item, cfg: DistillConfig, verb: tuple[int, list[int
     return cfg.alpha * kl + (1 - cfg.alpha) * ce
 
 
-def train_student(student, items: list[Item], cfg: DistillConfig, lr: float, verb: tuple[int, list[int]]) -> dict:
+def train_student(
+    student, items: list[Item], cfg: DistillConfig, lr: float, verb: tuple[int, list[int]]
+) -> dict:
     device = next(student.parameters()).device
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)

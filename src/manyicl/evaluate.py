@@ -164,7 +164,9 @@ def score_queries(
         tokenizer,
         pt.max_new_tokens,
         task.template.stop_strings(),
-        token_budget=max(budget, 4096),  # decoding steps feed one token per query: wider batches amortise overhead
+        token_budget=max(
+            budget, 4096
+        ),  # decoding steps feed one token per query: wider batches amortise overhead
     )
     for q, text in zip(pt.queries, texts):
         pred = text.strip()
@@ -241,7 +243,11 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
                     pc.shrink_prompt(prefix_len[k])
                     t0 = time.perf_counter()
                     scores, preds = score_queries(
-                        pc, pt, tokenizer, cfg.scoring.normalize, batch_tokens(cfg.scoring.batch_tokens, pc.device)
+                        pc,
+                        pt,
+                        tokenizer,
+                        cfg.scoring.normalize,
+                        batch_tokens(cfg.scoring.batch_tokens, pc.device),
                     )
                     dt = time.perf_counter() - t0
                     row = {

@@ -64,7 +64,9 @@ def estimate_training_mb(
         kind = "lora_attn" if attn_only else "lora_all"
     per_token_layer = d["hidden"] * ACT_BYTES_PER_UNIT[kind] * (wb / 2)
     if gradient_checkpointing:  # layer inputs kept, one layer recomputed at a time
-        acts = tokens_per_microbatch * d["hidden"] * wb * d["layers"] + tokens_per_microbatch * per_token_layer
+        acts = (
+            tokens_per_microbatch * d["hidden"] * wb * d["layers"] + tokens_per_microbatch * per_token_layer
+        )
     else:
         acts = tokens_per_microbatch * per_token_layer * d["layers"]
     logits = supervised_per_microbatch * d["vocab"] * 4 * 3
@@ -86,7 +88,9 @@ def estimate_eval_mb(model_config, dtype: str, context_tokens: int, batch_tokens
     wb = _DTYPE_BYTES.get(dtype, 4)
     mb = 2**20
     kv = (context_tokens + batch_tokens) * d["layers"] * 2 * d["kv_heads"] * d["head_dim"] * wb
-    attn = batch_tokens * (context_tokens + batch_tokens) * getattr(model_config, "num_attention_heads", 1) * 4
+    attn = (
+        batch_tokens * (context_tokens + batch_tokens) * getattr(model_config, "num_attention_heads", 1) * 4
+    )
     parts = {
         "weights_mb": d["params"] * wb / mb,
         "kv_cache_mb": kv / mb,
