@@ -74,23 +74,18 @@ class Sequence:
 
 def make_sequence(tt: TokenizedTask, indices: list[int] | np.ndarray, objective: str) -> Sequence:
     """Concatenate header + the given examples; set the loss mask for ``objective``."""
-    parts = [tt.header]
-    masks = [np.zeros(len(tt.header), dtype=bool)]
-    lengths = []
-    for i in indices:
-        ids, m = tt.example_ids(int(i))
-        parts.append(ids)
-        masks.append(m)
-        lengths.append(len(ids))
-    ids = np.concatenate(parts)
+    body, targets, lens = tt.gather(np.asarray(indices, dtype=np.int64))
+    h = len(tt.header)
+    ids = np.concatenate([tt.header, body])
+    lengths = lens.tolist()
     if objective == "mask_all_targets":
-        mask = np.concatenate(masks)
+        mask = np.concatenate([np.zeros(h, dtype=bool), targets])
         supervised = len(lengths)
     elif objective == "mask_last_target":
         mask = np.zeros(len(ids), dtype=bool)
         if lengths:
-            last = masks[-1]
-            mask[len(ids) - len(last) :] = last
+            last = lengths[-1]
+            mask[len(ids) - last :] = targets[len(targets) - last :]
         supervised = 1 if lengths else 0
     elif objective == "autoregressive":
         mask = np.ones(len(ids), dtype=bool)
