@@ -145,12 +145,37 @@ def batch_tokens(setting: int, device) -> int:
     return 16384 if str(device).startswith("cuda") else 4096
 
 
+class PromptOnly:
+    """Stands in for a PromptCache when another engine (vLLM) generates: it only tracks the prompt ids."""
+
+    def __init__(self, prompt_ids: list[int], device="cpu"):
+        self.prompt_ids, self.prefill_s, self.device = list(prompt_ids), 0.0, device
+
+    def shrink_prompt(self, n: int) -> None:
+        self.prompt_ids = self.prompt_ids[:n]
+
+
 def score_queries(
-    pc: PromptCache, pt: PreparedTask, tokenizer, normalize: str, budget: int = 4096
+    pc: PromptCache, pt: PreparedTask, tokenizer, normalize: str, budget: int = 4096, vgen=None, adapter=None
 ) -> tuple[list[dict], list[str]]:
     """Score every query of ``pt`` against the prompt in ``pc`` (batched); per-query scores and predictions."""
     task = pt.task
     scores, preds = [], []
+    if pt.mode == "generate" and vgen is not None:
+        texts = vgen.generate(
+            [pc.prompt_ids + q.ids for q in pt.queries],
+            pt.max_new_tokens,
+            task.template.stop_strings(),
+            adapter,
+        )
+        for q, text in zip(pt.queries, texts):
+            scores.append(
+                score_generation(
+                    task.metric, text.strip(), q.example.output, task.labels, task.label_separator
+                )
+            )
+            preds.append(text.strip())
+        return scores, preds
     if pt.mode == "options":
         all_lls = pc.score_options_many([(q.ids, q.option_ids) for q in pt.queries], token_budget=budget)
         for q, lls in zip(pt.queries, all_lls):
@@ -218,6 +243,11 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
     plans = {(pt.task.name, seed): shot_plan(pt, cfg, seed) for pt in prepared for seed in cfg.seeds}
     total = sum(len(plans[(pt.task.name, s)][1]) for pt in prepared for s in cfg.seeds) * len(specs)
     bar = tqdm(total=total, disable=not cfg.progress, desc="eval", unit="curve-pt")
+    vgen = None
+    if cfg.scoring.generation_backend == "vllm" and any(pt.mode == "generate" for pt in prepared):
+        from .vllm_backend import VLLMGenerator
+
+        vgen = VLLMGenerator(replace(cfg.model, adapter=None), max_model_len=cfg.max_length)
     rows: list[dict] = []
     cache_timing: list[dict] = []
     for label, adapter in specs:
@@ -236,8 +266,11 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
                     ids, _ = pt.demos.example_ids(int(idx))
                     prompt += ids.tolist()
                     prefix_len[j + 1] = len(prompt)
-                pc = PromptCache(m, prompt, prefill_chunk=cfg.scoring.prefill_chunk)
-                if cfg.save_prompt_caches and seed == cfg.seeds[0]:
+                if vgen is not None and pt.mode == "generate":
+                    pc = PromptOnly(prompt)
+                else:
+                    pc = PromptCache(m, prompt, prefill_chunk=cfg.scoring.prefill_chunk)
+                if cfg.save_prompt_caches and seed == cfg.seeds[0] and isinstance(pc, PromptCache):
                     cache_timing.append(_time_cache_io(pc, out, label, pt.task.name, key, m, cfg))
                 for shot_label, k in sorted(plan.items(), key=lambda kv: -kv[1]):
                     pc.shrink_prompt(prefix_len[k])
@@ -248,6 +281,8 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
                         tokenizer,
                         cfg.scoring.normalize,
                         batch_tokens(cfg.scoring.batch_tokens, pc.device),
+                        vgen=vgen,
+                        adapter=adapter,
                     )
                     dt = time.perf_counter() - t0
                     row = {
