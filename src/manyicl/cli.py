@@ -57,12 +57,19 @@ def _split_config_args(args: list[str]) -> tuple[str | None, list[str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def cmd_train(a: argparse.Namespace) -> int:
+def _config(a: argparse.Namespace, cls):
+    """Load ``cls`` from ``[CONFIG] [k=v ...]`` and set offline mode from its model settings."""
     path, overrides = _split_config_args(a.args)
-    cfg = load_config(TrainConfig, path, overrides)
+    cfg = load_config(cls, path, overrides)
+    model = getattr(cfg, "model", None) or cfg.train.model
+    _offline(model.allow_download)
+    return cfg
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    cfg = _config(a, TrainConfig)
     if a.resume:
         cfg.resume = True
-    _offline(cfg.model.allow_download)
     from .train import train
 
     res = train(cfg)
@@ -73,9 +80,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    path, overrides = _split_config_args(a.args)
-    cfg = load_config(EvalConfig, path, overrides)
-    _offline(cfg.model.allow_download)
+    cfg = _config(a, EvalConfig)
     from .evaluate import evaluate
     from .report import best_max_table
 
@@ -86,9 +91,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_experiment(a: argparse.Namespace) -> int:
-    path, overrides = _split_config_args(a.args)
-    cfg = load_config(ExperimentConfig, path, overrides)
-    _offline(cfg.train.model.allow_download)
+    cfg = _config(a, ExperimentConfig)
     from .experiment import experiment
 
     report = experiment(cfg, status_only=a.status, report_only=a.report)
@@ -98,31 +101,23 @@ def cmd_experiment(a: argparse.Namespace) -> int:
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
-    path, overrides = _split_config_args(a.args)
-    cfg = load_config(DistillConfig, path, overrides)
-    _offline(cfg.model.allow_download)
+    cfg = _config(a, DistillConfig)
     from .distill import distill
 
-    report = distill(cfg)
-    print(f"report: {report}")
+    print(f"report: {distill(cfg)}")
     return 0
 
 
 def cmd_icl_preserve(a: argparse.Namespace) -> int:
-    path, overrides = _split_config_args(a.args)
-    cfg = load_config(ICLPreserveConfig, path, overrides)
-    _offline(cfg.train.model.allow_download)
+    cfg = _config(a, ICLPreserveConfig)
     from .icl_preserve import icl_preserve
 
-    report = icl_preserve(cfg)
-    print(f"report: {report}")
+    print(f"report: {icl_preserve(cfg)}")
     return 0
 
 
 def cmd_perplexity(a: argparse.Namespace) -> int:
-    path, overrides = _split_config_args(a.args)
-    cfg = load_config(PerplexityConfig, path, overrides)
-    _offline(cfg.model.allow_download)
+    cfg = _config(a, PerplexityConfig)
     from .perplexity import perplexity, perplexity_table
 
     res = perplexity(cfg)
@@ -156,9 +151,7 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
 
 
 def _data_config(a: argparse.Namespace) -> tuple[TrainConfig, DataConfig]:
-    path, overrides = _split_config_args(a.args)
-    cfg = load_config(TrainConfig, path, overrides)
-    _offline(cfg.model.allow_download)
+    cfg = _config(a, TrainConfig)
     return cfg, cfg.data
 
 
