@@ -121,8 +121,10 @@ class TrainingData:
         return [s for w in self.windows for s in w.sequences]
 
 
-def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig) -> TrainingData:
-    """Tokenize each task once, sample its sequences, shuffle all tasks together, pack windows."""
+def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig, tag: str = "") -> TrainingData:
+    """Tokenize each task once, sample its sequences, shuffle all tasks together, pack windows.
+
+    ``tag`` is set on every sequence (``Sequence.tag``), e.g. ``icl`` for data mixed in as ICL format."""
     stats = BuildStats(cfg.max_length, cfg.shots, cfg.objective)
     seqs: list[Sequence] = []
     c = Collector()
@@ -134,7 +136,11 @@ def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig) -> Traini
                 "data.train_split",
             )
             continue
-        tt = tokenize_task(task, tokenizer, cfg.train_split, cfg.max_length, cfg.on_overlong, cfg.add_bos)
+        try:
+            tt = tokenize_task(task, tokenizer, cfg.train_split, cfg.max_length, cfg.on_overlong, cfg.add_bos)
+        except TaskFormatError as e:  # collect every task's overlong examples, then report once
+            c.problems.extend(e.problems)
+            continue
         rng = np.random.default_rng(stable_seed(cfg.seed, task.name))
         task_seqs, tstats = build_task_sequences(
             tt,
@@ -145,6 +151,8 @@ def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig) -> Traini
             rng,
             cfg.supervised_examples_per_task,
         )
+        for s in task_seqs:
+            s.tag = tag
         seqs += task_seqs
         stats.per_task[task.name] = tstats
     c.raise_if_any(TaskFormatError)

@@ -78,6 +78,78 @@ def supervised_loss_sum(model, batch: Batch, device) -> tuple[torch.Tensor, int]
     return F.cross_entropy(logits.float(), labels.to(device), reduction="sum"), n
 
 
+KL_TAG = "icl"
+"""Sequences with this tag (``Sequence.tag``) get the KL-to-base term when ``optim.kl_to_base`` > 0."""
+
+
+def supervised_loss_and_kl(
+    model, batch: Batch, device, base_forward
+) -> tuple[torch.Tensor, int, torch.Tensor, int]:
+    """Like :func:`supervised_loss_sum`, plus the summed KL(base || model) over ``batch.tag_mask``.
+
+    ``batch.tag_mask`` marks the supervised tokens of the tagged (ICL-format) sequences; at the position
+    predicting each of them, the full next-token distributions of the base and of the model are compared.
+    One forward pass of the model serves both terms; ``base_forward(**kwargs)`` runs the base model
+    (under ``torch.no_grad``) on the same inputs with ``logits_to_keep`` set to the tagged positions only.
+    Returns (cross-entropy sum, supervised tokens, KL sum, KL positions).
+    """
+    ids = torch.as_tensor(batch.input_ids, dtype=torch.long)
+    pos_t = torch.as_tensor(batch.position_ids, dtype=torch.long)
+    pred = batch.loss_mask[:, 1:]
+    keep = np.flatnonzero(pred.any(0))
+    select = pred[:, keep]
+    keep_t = torch.as_tensor(keep, dtype=torch.long)
+    labels = ids[:, keep_t + 1][torch.as_tensor(select)]
+    out = model(
+        input_ids=ids.to(device),
+        position_ids=pos_t.to(device),
+        logits_to_keep=keep_t.to(device),
+        use_cache=False,
+    )
+    n = int(labels.numel())
+    if n == 0:
+        zero = out.logits.sum() * 0.0
+        return zero, 0, zero.detach(), 0
+    logits = out.logits[torch.as_tensor(select).to(device)]
+    ce = F.cross_entropy(logits.float(), labels.to(device), reduction="sum")
+    tag_pred = batch.tag_mask[:, 1:] if batch.tag_mask is not None else np.zeros_like(pred)
+    kl_keep = np.flatnonzero(tag_pred.any(0))
+    if len(kl_keep) == 0:
+        return ce, n, torch.zeros((), device=device), 0
+    kl_select = torch.as_tensor(tag_pred[:, kl_keep]).to(device)
+    with torch.no_grad():
+        base_out = base_forward(
+            input_ids=ids.to(device),
+            position_ids=pos_t.to(device),
+            logits_to_keep=torch.as_tensor(kl_keep, dtype=torch.long).to(device),
+            use_cache=False,
+        )
+        base_logp = torch.log_softmax(base_out.logits[kl_select].float(), dim=-1)
+    where = torch.as_tensor(np.searchsorted(keep, kl_keep), dtype=torch.long).to(device)
+    model_logp = torch.log_softmax(out.logits[:, where][kl_select].float(), dim=-1)
+    kl = F.kl_div(
+        model_logp, base_logp, log_target=True, reduction="sum"
+    )  # sum p_base (log p_base - log p_model)
+    return ce, n, kl, int(kl_select.sum())
+
+
+def _base_forward(model, ref_model, accelerator):
+    """The base model's forward for the KL term: a frozen reference copy, or the LoRA model with its
+    adapter disabled."""
+    if ref_model is not None:
+        return ref_model
+
+    unwrapped = accelerator.unwrap_model(model)
+    if not hasattr(unwrapped, "disable_adapter"):
+        raise ManyICLError("optim.kl_to_base with full fine-tuning needs a reference model (ref_model)")
+
+    def forward(**kw):
+        with unwrapped.disable_adapter():
+            return unwrapped(**kw)
+
+    return forward
+
+
 # --------------------------------------------------------------------------------------------
 # Data order
 # --------------------------------------------------------------------------------------------
@@ -179,8 +251,18 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def _with_defaults(saved, default):
+    """``saved`` with keys added since it was written filled in from ``default`` (recursively)."""
+    if not isinstance(saved, dict) or not isinstance(default, dict):
+        return saved
+    return {k: _with_defaults(saved[k], default.get(k)) if k in saved else v for k, v in default.items()} | {
+        k: v for k, v in saved.items() if k not in default
+    }
+
+
 def _config_drift(saved: dict, cfg: TrainConfig) -> list[str]:
     now = to_dict(cfg)
+    saved = _with_defaults(saved, to_dict(TrainConfig()))  # a field added later is not a change
     diffs = [k for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
     diffs += [
         f"train.{k}" for k in _RESUME_TRAIN_KEYS if saved.get("train", {}).get(k) != now["train"].get(k)
@@ -273,8 +355,13 @@ def prepare_model(cfg: TrainConfig, base=None, tokenizer=None):
     return model, tokenizer
 
 
-def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokenizer=None) -> TrainResult:
-    """Fine-tune per ``cfg``. ``data``/``model``/``tokenizer`` may be passed in to reuse them."""
+def train(
+    cfg: TrainConfig, data: TrainingData | None = None, model=None, tokenizer=None, ref_model=None
+) -> TrainResult:
+    """Fine-tune per ``cfg``. ``data``/``model``/``tokenizer`` may be passed in to reuse them.
+
+    ``ref_model`` is the frozen base for ``optim.kl_to_base`` with full fine-tuning; when it is needed and
+    not given, a copy of ``model`` is taken before training (and before loading a checkpoint)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -289,6 +376,20 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         data = build_training_data(load_tasks(cfg.data.tasks), tokenizer, cfg.data)
     if not data.windows:
         raise ManyICLError("the build has no training windows: check data.tasks and data.train_split")
+    kl_w = cfg.optim.kl_to_base
+    if kl_w:
+        if not any(s.tag == KL_TAG for w in data.windows for s in w.sequences):
+            log.warning(
+                "optim.kl_to_base=%g but no training sequence is tagged %r: the term is 0", kl_w, KL_TAG
+            )
+        if not cfg.lora.enabled and ref_model is None:
+            import copy
+
+            ref_model = copy.deepcopy(model)
+        if ref_model is not None:
+            ref_model.eval().requires_grad_(False)
+    else:
+        ref_model = None
     if cfg.train.epochs:
         per_step = world * cfg.train.grad_accum * cfg.train.micro_batch_size
         steps = max(1, math.ceil(cfg.train.epochs * len(data.windows) / per_step))
@@ -315,6 +416,11 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         log.info("resume: no checkpoint in %s yet, starting from step 0", out / "checkpoints")
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
+    base_forward = None
+    if kl_w:
+        if ref_model is not None:
+            ref_model.to(device)
+        base_forward = _base_forward(model, ref_model, accelerator)
     layout = cfg.train.layout if cfg.train.layout != "auto" else ("rows" if device.type == "cuda" else "row")
     sched = StepSchedule(
         len(data.windows), world, cfg.train.grad_accum, cfg.train.micro_batch_size, cfg.train.seed
@@ -354,6 +460,8 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
     t0 = time.perf_counter()
     tokens_seen = sup_seen = 0
     last_loss = float("nan")
+    last_kl = None
+    kl_run = torch.zeros(2, dtype=torch.float64)  # KL sum and positions over this invocation
     end = cfg.train.max_steps
     if cfg.train.stop_after_steps:
         end = min(end, start + cfg.train.stop_after_steps)
@@ -363,13 +471,21 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         total_sup = sum(w.supervised_tokens for ws in step_windows for w in ws)
         step_tokens = sum(len(w) for ws in step_windows for w in ws)
         loss_acc = torch.zeros((), device=device)
+        kl_acc = torch.zeros(2, device=device)  # KL sum, KL positions
         for j, micro in enumerate(idx[rank]):
-            batch = collate([data.windows[i] for i in micro], layout)
             sync = j == cfg.train.grad_accum - 1
-            with nullcontext() if sync else accelerator.no_sync(model):
-                loss_sum, _ = supervised_loss_sum(model, batch, device)
-                # DDP averages gradients over processes; scale by world so the result is sum / total_sup.
-                accelerator.backward(loss_sum * world / max(total_sup, 1))
+            if not kl_w:
+                batch = collate([data.windows[i] for i in micro], layout)
+                with nullcontext() if sync else accelerator.no_sync(model):
+                    loss_sum, _ = supervised_loss_sum(model, batch, device)
+                    # DDP averages gradients over processes; scale by world so the result is sum / total_sup.
+                    accelerator.backward(loss_sum * world / max(total_sup, 1))
+            else:
+                batch = collate([data.windows[i] for i in micro], layout, tag=KL_TAG)
+                with nullcontext() if sync else accelerator.no_sync(model):
+                    loss_sum, _, kl_sum, n_kl = supervised_loss_and_kl(model, batch, device, base_forward)
+                    accelerator.backward((loss_sum + kl_w * kl_sum) * world / max(total_sup, 1))
+                kl_acc += torch.stack([kl_sum.detach().float(), torch.tensor(float(n_kl), device=device)])
             loss_acc += loss_sum.detach()
         if cfg.optim.max_grad_norm > 0:
             grad_norm = float(accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm))
@@ -381,6 +497,12 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         optimizer.zero_grad(set_to_none=True)
         loss_global = float(accelerator.reduce(loss_acc, reduction="sum")) / max(total_sup, 1)
         last_loss = loss_global
+        if kl_w:
+            kl_tot, kl_n = accelerator.reduce(kl_acc, reduction="sum").tolist()
+            step_kl = kl_tot / kl_n if kl_n else None  # None: no tagged window in this step
+            if kl_n:
+                last_kl = step_kl
+                kl_run += torch.tensor([kl_tot, kl_n], dtype=torch.float64)
         tokens_seen += step_tokens
         sup_seen += total_sup
         elapsed = time.perf_counter() - t0
@@ -396,6 +518,9 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
                 "tokens_per_s": tokens_seen / elapsed,
                 "elapsed_s": elapsed,
             }
+            if kl_w:
+                rec["kl"] = step_kl  # mean KL(base || model) per tagged supervised token (nats)
+                rec["kl_tokens"] = int(kl_n)
             with metrics_path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
             if tb is not None:
@@ -439,6 +564,11 @@ def train(cfg: TrainConfig, data: TrainingData | None = None, model=None, tokeni
         "peak_rss_mb": peak_rss_mb(),
         "build": data.stats.totals(),
     }
+    if kl_w:
+        summary["kl_to_base"] = kl_w
+        summary["final_kl"] = last_kl  # of the last step with tagged windows
+        summary["mean_kl"] = float(kl_run[0] / kl_run[1]) if kl_run[1] else None
+        summary["kl_tokens"] = int(kl_run[1])
     if torch.cuda.is_available():
         summary["cuda_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
