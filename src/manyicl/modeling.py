@@ -203,7 +203,9 @@ def load_model(cfg: ModelConfig, tokenizer=None):
                     " It has no .safetensors weights: manyicl does not unpickle .bin/.pt checkpoints; convert them "
                     "once in a trusted environment (model.save_pretrained(dir, safe_serialization=True))."
                 )
-            raise ConfigError.single("model.name_or_path", f"cannot load model weights from {path} ({_first_line(e)}).{hint}") from None
+            raise ConfigError.single(
+                "model.name_or_path", f"cannot load model weights from {path} ({_first_line(e)}).{hint}"
+            ) from None
     model.config.use_cache = False
     model.to(resolve_device(cfg.device))
     if cfg.adapter:
