@@ -224,6 +224,9 @@ class TrainLoopConfig:
     """Micro-batches per optimizer step (per process)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward: less memory, ~30% slower."""
+    allow_memory_overrun: bool = False
+    """Train even when the memory estimate (``manyicl.memory``) exceeds what the device has free; by
+    default the run is refused before the first step, with the settings that would fit."""
     log_every: int = 1
     """Write a metrics line every N steps."""
     save_every: int = 0
@@ -565,6 +568,9 @@ class EvalConfig:
     """A query or demonstration longer than the window: skip it, cut its input, or fail."""
     save_prompt_caches: bool = False
     """Save each task's largest prompt KV cache (safetensors, seed 0) and time loading it vs recomputing."""
+    allow_memory_overrun: bool = False
+    """Evaluate even when the memory estimate exceeds what the device has free (default: refuse before
+    any prompt is run, naming the settings that would fit)."""
     plots: bool = True
     """Write a PNG shot curve per task."""
     progress: bool = True

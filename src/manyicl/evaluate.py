@@ -22,6 +22,7 @@ from .config import EvalConfig, dump_yaml
 from .data import load_tasks, stable_seed
 from .errors import ManyICLError
 from .fileio import atomic_write_json, atomic_write_text
+from .memory import PeakMemory, eval_guard
 from .metrics import score_generation
 from .packing import stratified_order
 from .tasks import Example, Task
@@ -214,6 +215,8 @@ class EvalResult:
     summary: list[dict]
     cache_timing: list[dict]
     report_path: Path | None = None
+    memory: dict | None = None
+    """The memory guard's estimate (MB) and the peak measured while evaluating."""
 
 
 def _model_specs(cfg: EvalConfig) -> list[tuple[str, str | None]]:
@@ -243,11 +246,14 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
     plans = {(pt.task.name, seed): shot_plan(pt, cfg, seed) for pt in prepared for seed in cfg.seeds}
     total = sum(len(plans[(pt.task.name, s)][1]) for pt in prepared for s in cfg.seeds) * len(specs)
     bar = tqdm(total=total, disable=not cfg.progress, desc="eval", unit="curve-pt")
-    vgen = None
+    device = next(model.parameters()).device
+    mem_est = eval_guard(model, cfg, batch_tokens(cfg.scoring.batch_tokens, device), device)
+    vgen = None  # vLLM, when used, holds its own memory (gpu_memory_utilization) and is not estimated
     if cfg.scoring.generation_backend == "vllm" and any(pt.mode == "generate" for pt in prepared):
         from .vllm_backend import VLLMGenerator
 
         vgen = VLLMGenerator(replace(cfg.model, adapter=None), max_model_len=cfg.max_length)
+    mem = PeakMemory(interval=0.05).start()
     rows: list[dict] = []
     cache_timing: list[dict] = []
     for label, adapter in specs:
@@ -316,8 +322,11 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
         if adapter:
             model = m.unload()  # remove the LoRA layers again; the base weights are untouched
     bar.close()
+    mem.stop()
     summary = summarize(rows)
-    res = EvalResult(out, rows, summary, cache_timing)
+    res = EvalResult(
+        out, rows, summary, cache_timing, memory={"estimate": mem_est, "measured": mem.as_dict()}
+    )
     from .report import write_eval_report
 
     res.report_path = write_eval_report(res, cfg)
@@ -398,5 +407,6 @@ def save_results_json(res: EvalResult, cfg: EvalConfig) -> Path:
             "summary": res.summary,
             "rows": res.rows,
             "prompt_cache_timing": res.cache_timing,
+            "memory": res.memory,
         },
     )

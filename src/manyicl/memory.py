@@ -1,4 +1,5 @@
-"""Measuring peak memory of one phase of work (RSS, and CUDA allocations on a GPU)."""
+"""Memory: estimating a run's peak before it starts (and refusing what cannot fit), and measuring the
+peak of one phase of work (RSS, and CUDA allocations on a GPU)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 
 import psutil
 import torch
+
+from .errors import ManyICLError
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -103,6 +106,7 @@ def estimate_eval_mb(model_config, dtype: str, context_tokens: int, batch_tokens
 
 
 def available_mb(device: torch.device | str = "cpu") -> float:
+    """Free memory on ``device`` now (MB)."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -110,17 +114,154 @@ def available_mb(device: torch.device | str = "cpu") -> float:
     return psutil.virtual_memory().available / 2**20
 
 
-def check_fits(estimate: dict, device, what: str, fixes: list[str], allow: bool) -> None:
-    """Refuse (with the settings that would fit) when the estimate exceeds 90% of available memory."""
-    from .errors import ManyICLError
+def budget_mb(device: torch.device | str = "cpu") -> float:
+    """What this process may hold in all on ``device``: free memory plus what it already holds there.
 
-    avail = available_mb(device)
-    if estimate["total_mb"] <= 0.9 * avail or allow:
-        return
+    The estimates cover the whole process (weights, runtime overhead), so what is already loaded counts
+    on both sides: RSS on CPU, the caching allocator's reserved memory on CUDA."""
+    device = torch.device(device)
+    held = torch.cuda.memory_reserved(device) if device.type == "cuda" else psutil.Process().memory_info().rss
+    return available_mb(device) + held / 2**20
+
+
+HEADROOM = 0.9
+"""An estimate fits when it is at most this share of the budget (the estimates are rough)."""
+
+
+class MemoryGuardError(ManyICLError):
+    """A run that would not fit in memory, refused before any long work."""
+
+
+def refuse_unless_fits(
+    estimate: dict,
+    device,
+    what: str,
+    candidates: list[tuple[str, dict]],
+    allow_key: str,
+    allow: bool,
+    budget: float | None = None,
+) -> dict:
+    """Check ``estimate`` against the device's budget; refuse with the ``candidates`` that fit.
+
+    ``candidates`` are (settings to change, estimate with them) pairs; the message lists those that fit.
+    Returns the estimate with ``budget_mb`` and ``fits`` added (for the run's summary)."""
+    import logging
+
+    budget = budget_mb(device) if budget is None else budget
+    fits = estimate["total_mb"] <= HEADROOM * budget
+    out = estimate | {"budget_mb": round(budget, 1), "fits": fits}
+    if fits:
+        return out
     parts = ", ".join(f"{k[:-3]} {v:,.0f}" for k, v in estimate.items() if k != "total_mb")
-    raise ManyICLError(
-        f"{what} needs about {estimate['total_mb']:,.0f} MB ({parts}) but only {avail:,.0f} MB are free on "
-        f"{device}. To fit: {'; '.join(fixes)}. To try anyway, set {'train.' if 'train' in what else ''}allow_memory_overrun=true."
+    need = (
+        f"{what} needs about {estimate['total_mb']:,.0f} MB ({parts}); {device} has {budget:,.0f} MB for it"
+    )
+    if allow:
+        logging.getLogger(__name__).warning("%s; going on because %s=true", need, allow_key)
+        return out
+    ok = [
+        f"{change} (~{est['total_mb']:,.0f} MB)"
+        for change, est in candidates
+        if est["total_mb"] <= HEADROOM * budget
+    ]
+    fix = (
+        "Settings that would fit: " + "; ".join(ok)
+        if ok
+        else "No setting tried here fits ("
+        + "; ".join(f"{c}: ~{e['total_mb']:,.0f} MB" for c, e in candidates)
+        + "): use a smaller model or a device with more memory"
+    )
+    raise MemoryGuardError(f"{need}. {fix}. To run anyway, set {allow_key}=true.")
+
+
+def training_guard(model, cfg, windows, device, reference_model: bool = False, allow: bool = False) -> dict:
+    """Estimate a training run's peak from its config and built windows; refuse it if it cannot fit.
+
+    ``cfg`` is a TrainConfig, ``windows`` the packed training windows; ``reference_model`` adds a frozen
+    copy of the weights (KL to the base with full fine-tuning). Returns the estimate (MB, with the budget)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    mc = base.config
+    dtype = str(next(base.parameters()).dtype).removeprefix("torch.")
+    longest = max(len(w) for w in windows)
+    sup = max(w.supervised_tokens for w in windows)
+    mbs, ga = cfg.train.micro_batch_size, cfg.train.grad_accum
+    d = _model_dims(mc)
+    targets = list(cfg.lora.target_modules)
+    lora_params = cfg.lora.r * 2 * d["hidden"] * len(targets) * d["layers"]  # ~ r * (in + out) per module
+    if cfg.lora.enabled:
+        lora_params = sum(p.numel() for p in model.parameters() if p.requires_grad) or lora_params
+
+    def est(
+        dtype=dtype, mbs=mbs, ckpt=cfg.train.gradient_checkpointing, length=longest, lora=cfg.lora.enabled
+    ):
+        length = min(length, longest)
+        e = estimate_training_mb(
+            mc,
+            dtype,
+            mbs * length,
+            int(mbs * sup * length / longest),
+            targets if lora else None,
+            lora_params,
+            ckpt,
+        )
+        if reference_model and not lora:
+            e["reference_model_mb"] = e["weights_mb"]
+            e["total_mb"] = round(e["total_mb"] + e["weights_mb"], 1)
+        return e
+
+    cands: list[tuple[str, dict]] = []
+    if mbs > 1:
+        cands.append((f"train.micro_batch_size=1 train.grad_accum={ga * mbs} (same step size)", est(mbs=1)))
+    if not cfg.train.gradient_checkpointing:
+        cands.append(("train.gradient_checkpointing=true (~30% slower)", est(ckpt=True)))
+    if not cfg.lora.enabled:
+        cands.append(("lora.enabled=true", est(lora=True)))
+    if dtype == "float32":
+        cands.append(("model.dtype=bfloat16", est(dtype="bfloat16")))
+    for div in (2, 4, 8):
+        if longest // div >= 128:
+            cands.append((f"data.max_length={cfg.data.max_length // div}", est(length=longest // div)))
+    if len(cands) > 1:
+        every = dict(mbs=1, ckpt=True, lora=True, dtype="bfloat16" if dtype == "float32" else dtype)
+        cands.append(("all of the above but max_length", est(**every)))
+    return refuse_unless_fits(
+        est(),
+        device,
+        "training",
+        cands,
+        "train.allow_memory_overrun",
+        allow or cfg.train.allow_memory_overrun,
+    )
+
+
+def eval_guard(model, cfg, batch_tokens: int, device) -> dict:
+    """Estimate an evaluation's peak (weights, the longest prompt's KV cache, one scoring batch) and
+    refuse it if it cannot fit. ``cfg`` is an EvalConfig."""
+    mc = model.config
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    step = max(batch_tokens, min(cfg.scoring.prefill_chunk, cfg.max_length))
+
+    def est(length=cfg.max_length, step=step, dtype=dtype):
+        return estimate_eval_mb(mc, dtype, length, step)
+
+    cands = []
+    for div in (2, 4):
+        if step // div >= 256:
+            cands.append(
+                (
+                    f"scoring.batch_tokens={batch_tokens // div} scoring.prefill_chunk={step // div}",
+                    est(step=step // div),
+                )
+            )
+    for div in (2, 4):
+        if cfg.max_length // div >= 256:
+            cands.append(
+                (f"max_length={cfg.max_length // div} (fewer shots fit)", est(length=cfg.max_length // div))
+            )
+    if dtype == "float32":
+        cands.append(("model.dtype=bfloat16", est(dtype="bfloat16")))
+    return refuse_unless_fits(
+        est(), device, "evaluation", cands, "allow_memory_overrun", cfg.allow_memory_overrun
     )
 
 
@@ -142,6 +283,12 @@ class PeakMemory:
         while not self._stop.is_set():
             self.peak_rss_mb = max(self.peak_rss_mb, self._proc.memory_info().rss / 2**20)
             time.sleep(self.interval)
+
+    def start(self) -> PeakMemory:
+        return self.__enter__()
+
+    def stop(self) -> None:
+        self.__exit__(None, None, None)
 
     def __enter__(self) -> PeakMemory:
         self.start_rss_mb = self.peak_rss_mb = self._proc.memory_info().rss / 2**20

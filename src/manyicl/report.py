@@ -211,6 +211,15 @@ def write_eval_report(res, cfg) -> Path:
         f"query evaluations ({1000 * query / max(nq, 1):.1f} ms each).",
         "",
     ]
+    mem = res.memory or {}
+    if mem.get("estimate") and mem.get("measured"):
+        e, m = mem["estimate"], mem["measured"]
+        cuda = f", CUDA peak {m['cuda_peak_mb']:,.0f} MB" if m.get("cuda_peak_mb") is not None else ""
+        lines += [
+            f"Memory: estimated {e['total_mb']:,.0f} MB before the run (budget {e['budget_mb']:,.0f} MB); "
+            f"measured peak RSS {m['peak_rss_mb']:,.0f} MB{cuda}.",
+            "",
+        ]
     return atomic_write_text(out / "report.md", "\n".join(lines))
 
 

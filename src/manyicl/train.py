@@ -36,6 +36,7 @@ from .config import TrainConfig, dump_yaml, to_dict
 from .data import TrainingData, build_training_data, load_tasks, stable_seed
 from .errors import ConfigError, ManyICLError
 from .fileio import atomic_dir, atomic_write_json, atomic_write_text
+from .memory import PeakMemory, training_guard
 from .modeling import apply_lora, count_parameters, load_adapter, load_model
 from .packing import Batch, Window, collate
 
@@ -390,6 +391,22 @@ def train(
             ref_model.eval().requires_grad_(False)
     else:
         ref_model = None
+    sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
+    if sharded:  # the estimate is for one unsharded replica
+        mem_est = None
+        log.info("memory guard: skipped under %s (sharded state)", accelerator.distributed_type.name)
+    else:
+        mem_est = training_guard(
+            model, cfg, data.windows, accelerator.device, reference_model=kl_w > 0 and ref_model is not None
+        )
+        log.info(
+            "memory estimate: %.0f MB of %.0f MB budget (%s)",
+            mem_est["total_mb"],
+            mem_est["budget_mb"],
+            ", ".join(
+                f"{k[:-3]} {v:.0f}" for k, v in mem_est.items() if k.endswith("_mb") and k != "total_mb"
+            ),
+        )
     if cfg.train.epochs:
         per_step = world * cfg.train.grad_accum * cfg.train.micro_batch_size
         steps = max(1, math.ceil(cfg.train.epochs * len(data.windows) / per_step))
@@ -458,6 +475,7 @@ def train(
         unit="step",
     )
     t0 = time.perf_counter()
+    mem = PeakMemory(interval=0.05).start()
     tokens_seen = sup_seen = 0
     last_loss = float("nan")
     last_kl = None
@@ -544,6 +562,7 @@ def train(
                 _prune_checkpoints(out, cfg.train.keep_checkpoints)
     bar.close()
     elapsed = time.perf_counter() - t0
+    mem.stop()
     accelerator.wait_for_everyone()
     if end < cfg.train.max_steps:
         log.info("stopped after step %d of %d; continue with --resume", end, cfg.train.max_steps)
@@ -562,6 +581,8 @@ def train(
         "trainable_params": n_trainable,
         "total_params": n_total,
         "peak_rss_mb": peak_rss_mb(),
+        # the estimate made before training (memory guard) next to the peak measured while it ran
+        "memory": {"estimate": mem_est, "measured": mem.as_dict()},
         "build": data.stats.totals(),
     }
     if kl_w:
@@ -571,7 +592,6 @@ def train(
         summary["kl_tokens"] = int(kl_run[1])
     if torch.cuda.is_available():
         summary["cuda_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
     full_state = accelerator.get_state_dict(model) if sharded else None  # a collective: every rank calls it
     if is_main:
         save_final(unwrapped, tokenizer, out, cfg.lora.enabled, state_dict=full_state)
