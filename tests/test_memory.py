@@ -132,3 +132,15 @@ def test_nothing_fits_says_so(tmp_path):
     cfg = _train_cfg(tmp_path, "lora.enabled=false")
     with pytest.raises(MemoryGuardError, match="No setting tried here fits .*smaller model"):
         _guard_with_budget(_meta_7b(), cfg, [_W(1024, 100)], 1000.0)
+
+
+def test_cli_refusal_is_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+    from manyicl.cli import main
+
+    monkeypatch.setattr(memory, "budget_mb", lambda device="cpu": 50.0)
+    args = ["-q", "train", "tiny", f"output_dir={tmp_path / 'run'}", "progress=false", "train.max_steps=1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "training needs about" in err and "train.allow_memory_overrun=true" in err
+    assert "Traceback" not in err
+    assert main([*args, "train.allow_memory_overrun=true"]) == 0

@@ -404,7 +404,9 @@ def train(
             mem_est["total_mb"],
             mem_est["budget_mb"],
             ", ".join(
-                f"{k[:-3]} {v:.0f}" for k, v in mem_est.items() if k.endswith("_mb") and k != "total_mb"
+                f"{k[:-3]} {v:.0f}"
+                for k, v in mem_est.items()
+                if k.endswith("_mb") and k not in ("total_mb", "budget_mb")
             ),
         )
     if cfg.train.epochs:
