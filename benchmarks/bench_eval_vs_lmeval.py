@@ -97,6 +97,13 @@ def main() -> int:
     ap.add_argument("--shots", default="16,64,256")
     ap.add_argument("--lmeval-budget-s", type=float, default=1500, help="total seconds to spend in lm-eval")
     ap.add_argument("--tasks", default=",".join(t for t, *_ in TASKS))
+    ap.add_argument(
+        "--lmeval-max-query-s",
+        type=float,
+        default=900,
+        help="skip lm-eval at a shot count where one query is predicted to take longer (the per-query time is "
+        "then extrapolated from the previous shot count by prompt tokens, a lower bound, and marked estimated)",
+    )
     a = ap.parse_args()
     from dataclasses import replace
 
@@ -168,6 +175,30 @@ def main() -> int:
                     )
                 else:
                     docs.append({"prompt": text, "gold": q.example.output})
+            # lm-eval's per-query cost grows at least linearly with the prompt (it re-runs it per option)
+            prev = next((r for r in reversed(results) if r["task"] == name and r["queries_lmeval"]), None)
+            predicted = (
+                prev["lmeval_s_per_query"] * len(prompt) / prev["prompt_tokens"] if prev is not None else 0.0
+            )
+            if predicted > a.lmeval_max_query_s:
+                row = {
+                    "task": name,
+                    "kind": kind,
+                    "options": len(queries[0].options) if kind == "options" else None,
+                    "shots": k,
+                    "prompt_tokens": len(prompt),
+                    "queries_manyicl": len(queries),
+                    "queries_lmeval": 0,
+                    "manyicl_s_per_query": ours_s,
+                    "lmeval_s_per_query": predicted,
+                    "lmeval_estimated": True,  # not run: extrapolated linearly from the previous shot count
+                    "speedup": predicted / ours_s,
+                    "agreement": None,
+                }
+                results.append(row)
+                print(json.dumps(row), flush=True)
+                atomic_write_json(OUT / "eval_vs_lmeval.json", {"rows": results})
+                continue
             probe_preds, probe_s = run_lmeval(model, tok, docs[:1], kind, pt.max_new_tokens)
             per_q = probe_s
             budget = a.lmeval_budget_s / n_cells

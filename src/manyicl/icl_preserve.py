@@ -476,7 +476,10 @@ def summarize(cfg: ICLPreserveConfig, base: dict, results: list[dict]) -> list[d
                 "tokens": summ.get("tokens_processed"),
                 "supervised_tokens": summ.get("supervised_tokens"),
                 "tokens_per_s": summ.get("tokens_per_s"),
-                "peak_rss_mb": summ.get("peak_rss_mb"),
+                # peak sampled during training (older runs: the process's ru_maxrss so far)
+                "peak_rss_mb": (summ.get("memory") or {}).get("measured", {}).get("peak_rss_mb")
+                or summ.get("peak_rss_mb"),
+                "memory_estimate_mb": ((summ.get("memory") or {}).get("estimate") or {}).get("total_mb"),
                 "steps": summ.get("steps"),
                 "final_loss": summ.get("final_loss"),
                 "mean_kl": summ.get("mean_kl"),
@@ -509,15 +512,15 @@ def claims(rows: list[dict], noise: dict) -> list[str]:
     if full0 and drop(full0) is not None:
         d = drop(full0)
         if sig(d) and d > 0:
-            verdict = "supported: full fine-tuning on the task lowers held-out ICL beyond noise"
+            verdict = "Supported: full fine-tuning on the task lowers held-out ICL beyond noise"
             if d < 31 / 2:
                 verdict += ", though by less than the claimed 31%"
             elif d > 31 * 1.5:
                 verdict += ", by more than the claimed 31%"
         elif sig(d):
-            verdict = "contradicted: held-out ICL *improved*"
+            verdict = "Contradicted: held-out ICL *improved*"
         else:
-            verdict = f"not supported at this scale: the change is within noise ({n_txt})"
+            verdict = f"Not supported at this scale: the change is within noise ({n_txt})"
         out.append(
             f"**Full FT drops ICL by ~31%** — measured {d:+.1f}% (mean best few-shot drop over the held-out "
             f"tasks, full FT without ICL data). {verdict}."
@@ -667,8 +670,8 @@ def write_report(cfg: ICLPreserveConfig, base: dict, results: list[dict]) -> Pat
         runs,
         out / "plots" / "icl_drop_vs_mix.png",
         lambda r: r["heldout"]["mean"][BEST]["drop_pct"],
-        "ICL drop vs base (%), best few-shot, mean over held-out tasks",
-        "Held-out ICL drop vs ICL data in the mix",
+        "ICL drop vs base (%, best few-shot)",
+        "Held-out ICL drop (mean over tasks) vs ICL data in the mix",
         {"base (no drop)": 0.0, "seed 003: within 5%": 5.0},
     )
     _plot(
@@ -734,8 +737,9 @@ def write_report(cfg: ICLPreserveConfig, base: dict, results: list[dict]) -> Pat
         "",
         _cost_table(rows),
         "",
-        "Peak RSS is the process's peak so far (`ru_maxrss` never goes down): runs are listed in the order they "
-        "ran, so a run's value also covers the runs before it in the same process.",
+        "Memory: the guard's estimate made before training (`manyicl.memory`) and the process's peak RSS sampled "
+        "during training; the process also holds the base model and the evaluation state of earlier runs. Where no "
+        "estimate is shown the run predates the guard and its peak is the process's `ru_maxrss` so far.",
         "",
     ]
     return atomic_write_text(out / "report.md", "\n".join(lines))
@@ -798,7 +802,7 @@ def _per_task_table(rows: list[dict], shots: list[str]) -> str:
 
 def _cost_table(rows: list[dict]) -> str:
     lines = [
-        "| run | windows (target + ICL) | ICL share of tokens / supervised tokens | steps | tokens | supervised tokens | train s | tokens/s | peak RSS MB | final loss | mean KL | eval s |",
+        "| run | windows (target + ICL) | ICL share of tokens / supervised tokens | steps | tokens | supervised tokens | train s | tokens/s | memory estimate / peak RSS MB | final loss | mean KL | eval s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -812,6 +816,6 @@ def _cost_table(rows: list[dict]) -> str:
             f"| {r['label']} | {mix['target']['windows']} + {mix['icl']['windows']} | "
             f"{mix['icl_tokens_fraction']:.1%} / {mix['icl_supervised_tokens_fraction']:.1%} | {r['steps']} | "
             f"{r['tokens']:,} | {r['supervised_tokens']:,} | {_f(r['train_s'], '.0f')} | {_f(r['tokens_per_s'], '.0f')} | "
-            f"{_f(r['peak_rss_mb'], '.0f')} | {_f(r['final_loss'], '.3f')} | {_f(r['mean_kl'], '.4f')} | {_f(r['eval_s'], '.0f')} |"
+            f"{_f(r['memory_estimate_mb'], '.0f')} / {_f(r['peak_rss_mb'], '.0f')} | {_f(r['final_loss'], '.3f')} | {_f(r['mean_kl'], '.4f')} | {_f(r['eval_s'], '.0f')} |"
         )
     return "\n".join(lines)
