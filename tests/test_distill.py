@@ -143,3 +143,19 @@ def test_distill_workflow_on_the_tiny_model(tmp_path):
         if r["method"] in ("pbft", "cd"):
             assert r["train_s"] > 0 and r["peak_rss_mb"] > 0 and r["steps"] > 0
     assert len(list((tmp_path / "plots").glob("*.png"))) == 6
+
+
+def test_accuracy_claims_need_a_teacher_that_can_do_icl():
+    from manyicl.report import distill_claims
+
+    def row(method, update, k, ind, ood):
+        return {"method": method, "update": update, "k": k, "in_domain": ind, "out_of_domain": ood}
+
+    flat = [row("base", "-", 0, 0.51, 0.49), row("icl", "-", 4, 0.52, 0.49), row("cd", "lora", 4, 0.50, 0.49)]
+    text = " ".join(distill_claims(flat, ["lora"], n_queries=80, n_ood_sets=4))
+    assert "not testable here" in text and "within noise" in text
+    strong = [row("base", "-", 0, 0.50, 0.50), row("icl", "-", 4, 0.90, 0.60), row("cd", "lora", 4, 0.70, 0.85)]
+    claims = distill_claims(strong, ["lora"], n_queries=80, n_ood_sets=4)
+    assert "not testable" not in " ".join(claims)
+    assert claims[0].startswith("CD generalises out of domain better than ICL: supported")
+    assert claims[1].startswith("ICL is best in domain: supported")
