@@ -37,7 +37,7 @@ TASKS = [
 ]
 
 
-def lmeval_yaml(path: Path, data: Path, kind: str, max_gen: int) -> None:
+def lmeval_yaml(path: Path, data: Path, kind: str, max_gen: int, until: list[str]) -> None:
     lines = [
         "task: manyicl_bench",
         "dataset_path: json",
@@ -57,13 +57,16 @@ def lmeval_yaml(path: Path, data: Path, kind: str, max_gen: int) -> None:
         lines += [
             "output_type: generate_until",
             'doc_to_target: "{{gold}}"',
-            f"generation_kwargs:\n  until: ['\\n']\n  do_sample: false\n  max_gen_toks: {max_gen}",
+            # the same stop strings as manyicl's generation (JSON is YAML: "\n" stays a newline)
+            f"generation_kwargs:\n  until: {json.dumps(until)}\n  do_sample: false\n  max_gen_toks: {max_gen}",
             "metric_list:\n  - metric: exact_match",
         ]
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_lmeval(model, tok, docs: list[dict], kind: str, max_gen: int) -> tuple[list, float]:
+def run_lmeval(
+    model, tok, docs: list[dict], kind: str, max_gen: int, until: list[str] | None = None
+) -> tuple[list, float]:
     """Predictions and wall seconds (dataset set-up excluded as far as lm-eval allows) for ``docs``."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -72,7 +75,7 @@ def run_lmeval(model, tok, docs: list[dict], kind: str, max_gen: int) -> tuple[l
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         (d / "test.jsonl").write_text("\n".join(json.dumps(x) for x in docs) + "\n")
-        lmeval_yaml(d / "bench.yaml", d / "test.jsonl", kind, max_gen)
+        lmeval_yaml(d / "bench.yaml", d / "test.jsonl", kind, max_gen, until or ["\n"])
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=1, device=str(next(model.parameters()).device))
         tm = TaskManager(include_path=str(d))
         t0 = time.perf_counter()
@@ -146,6 +149,7 @@ def main() -> int:
             for i in order[:k]:
                 prompt += pt.demos.example_ids(int(i))[0].tolist()
             queries = pt.queries
+            stops = task.template.stop_strings()
             # ---- manyicl
             t0 = time.perf_counter()
             pc = PromptCache(model, prompt)
@@ -199,12 +203,12 @@ def main() -> int:
                 print(json.dumps(row), flush=True)
                 atomic_write_json(OUT / "eval_vs_lmeval.json", {"rows": results})
                 continue
-            probe_preds, probe_s = run_lmeval(model, tok, docs[:1], kind, pt.max_new_tokens)
+            probe_preds, probe_s = run_lmeval(model, tok, docs[:1], kind, pt.max_new_tokens, stops)
             per_q = probe_s
             budget = a.lmeval_budget_s / n_cells
             n_lm = int(max(1, min(len(docs), budget // max(per_q, 1e-3))))
             if n_lm > 1:
-                more, more_s = run_lmeval(model, tok, docs[1:n_lm], kind, pt.max_new_tokens)
+                more, more_s = run_lmeval(model, tok, docs[1:n_lm], kind, pt.max_new_tokens, stops)
                 lm_preds = probe_preds + more
                 per_q = (probe_s + more_s) / n_lm
             else:
@@ -224,6 +228,7 @@ def main() -> int:
                 "speedup": per_q / ours_s,
                 "agreement": agree,
                 "prompt_retokenizes_identically": same_ids,
+                "examples": [{"manyicl": x, "lmeval": y} for x, y in list(zip(ours, lm_preds))[:3]],
             }
             results.append(row)
             print(json.dumps(row), flush=True)

@@ -104,6 +104,13 @@ def write_report() -> Path:
                 f"| {r['task']} ({what}) | {r['shots']} | {r['prompt_tokens']} | {r['manyicl_s_per_query']:.3f} "
                 f"({r['queries_manyicl']}) | {lm_s} | {'≥' if est else ''}{r['speedup']:.0f}x | {agree} | {tgt} |"
             )
+        lines += [
+            "",
+            "Agreement: option-scoring disagreements (SST-2) are near-ties flipped by bf16 rounding — manyicl scores several "
+            "queries per forward pass and the batch composition changes the rounding; in float32 the cached, batched path "
+            "and full recomputation pick the same options (`tests/test_evaluate.py`). Generation agreement compares the "
+            "stripped greedy continuations with the same stop strings.",
+        ]
         lines.append("")
     cache = _load("eval_cache.json")
     if cache:
@@ -141,6 +148,24 @@ def write_report() -> Path:
                 f"{ours['process_max_rss_mb']:.0f} | {trl['process_max_rss_mb']:.0f} | {mem:.2f} ({_ok(mem <= 0.7)}) |"
             )
         lines.append("")
+        gaps = []
+        for L in sorted({r["length"] for r in rows}):
+            ours = next(r for r in rows if r["length"] == L and r["engine"] == "manyicl")
+            trl = next(r for r in rows if r["length"] == L and r["engine"] == "trl")
+            if ours["process_max_rss_mb"] / trl["process_max_rss_mb"] > 0.7:
+                saved = trl["process_max_rss_mb"] - ours["process_max_rss_mb"]
+                gaps.append(
+                    f"At {L} tokens the memory target is not met: manyicl saves {saved:,.0f} MB "
+                    f"({saved / trl['process_max_rss_mb']:.0%} of TRL's peak) — the loss path, where TRL keeps float32 "
+                    f"logits over the full {L} x 49,152 vocabulary and their gradient — but both peaks are dominated by "
+                    "the activations that the 30 layers store for backward, which are the same in both engines (same model, "
+                    "same SDPA kernel, no checkpointing). Closing the gap needs less activation memory per layer "
+                    "(fused RMSNorm/SwiGLU kernels or selective recomputation of the cheap elementwise parts), not a "
+                    "different loss; `train.gradient_checkpointing=true` cuts it ~5x at ~30% speed (then slower than TRL "
+                    "without checkpointing)."
+                )
+        if gaps:
+            lines += [*gaps, ""]
     data = [d for d in (_load("data_build_32.json"), _load("data_build_256.json")) if d]
     if data:
         lines += [
@@ -159,6 +184,13 @@ def write_report() -> Path:
                 f"| {d['sequences'] // 52} | {d['tokens']:,} | {d['manyicl_tokens_per_s']:,.0f} | {d['retokenize_tokens_per_s']:,.0f} | "
                 f"{d['speedup']:.1f}x ({_ok(d['speedup'] >= 10)}) | {_ok(d['manyicl_tokens_per_s'] >= 1e6)} |"
             )
+        lines += [
+            "",
+            "The ratio is bounded by how many sequences an example appears in: at 32 sequences per task (~73 shots "
+            "each from 400 examples) every example is used ~6 times, so re-tokenizing does ~6x the tokenizer work of "
+            "tokenizing once, and 2-3x is what is left after sampling and gathering; at 256 sequences per task "
+            "(~47 uses per example, still below the paper's 4K sequences per task) the 10x target is met.",
+        ]
         lines.append("")
     mfu = _load("mfu.json")
     if mfu:
