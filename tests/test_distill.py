@@ -154,7 +154,11 @@ def test_accuracy_claims_need_a_teacher_that_can_do_icl():
     flat = [row("base", "-", 0, 0.51, 0.49), row("icl", "-", 4, 0.52, 0.49), row("cd", "lora", 4, 0.50, 0.49)]
     text = " ".join(distill_claims(flat, ["lora"], n_queries=80, n_ood_sets=4))
     assert "not testable here" in text and "within noise" in text
-    strong = [row("base", "-", 0, 0.50, 0.50), row("icl", "-", 4, 0.90, 0.60), row("cd", "lora", 4, 0.70, 0.85)]
+    strong = [
+        row("base", "-", 0, 0.50, 0.50),
+        row("icl", "-", 4, 0.90, 0.60),
+        row("cd", "lora", 4, 0.70, 0.85),
+    ]
     claims = distill_claims(strong, ["lora"], n_queries=80, n_ood_sets=4)
     assert "not testable" not in " ".join(claims)
     assert claims[0].startswith("CD generalises out of domain better than ICL: supported")
