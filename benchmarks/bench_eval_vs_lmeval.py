@@ -123,6 +123,14 @@ def main() -> int:
     wanted = a.tasks.split(",")
     shots = [int(s) for s in a.shots.split(",")]
     results = []
+
+    def emit(row: dict) -> None:
+        """Record a row and rewrite the results file (a killed run keeps what it measured)."""
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        OUT.mkdir(exist_ok=True)
+        atomic_write_json(OUT / "eval_vs_lmeval.json", {"rows": results})
+
     # lm-eval's cost per query, estimated from one short probe per (task, k), decides how many queries it gets
     n_cells = sum(1 for t in TASKS if t[0] in wanted) * len(shots)
     for name, demo_split, eval_split, kind in TASKS:
@@ -159,11 +167,35 @@ def main() -> int:
             else:
                 ours = [
                     t.strip()
-                    for t in pc.generate_many(
-                        [q.ids for q in queries], tok, pt.max_new_tokens, task.template.stop_strings()
-                    )
+                    for t in pc.generate_many([q.ids for q in queries], tok, pt.max_new_tokens, stops)
                 ]
             ours_s = (time.perf_counter() - t0) / len(queries)
+            # lm-eval's per-query cost grows at least linearly with the prompt (it re-runs it per option)
+            prev = next((r for r in reversed(results) if r["task"] == name and r["queries_lmeval"]), None)
+            predicted = (
+                prev["lmeval_s_per_query"] * len(prompt) / prev["prompt_tokens"] if prev is not None else 0.0
+            )
+            head = {
+                "task": name,
+                "kind": kind,
+                "options": len(queries[0].options) if kind == "options" else None,
+                "shots": k,
+                "prompt_tokens": len(prompt),
+                "queries_manyicl": len(queries),
+                "manyicl_s_per_query": ours_s,
+            }
+            if predicted > a.lmeval_max_query_s:
+                emit(
+                    head
+                    | {
+                        "queries_lmeval": 0,
+                        "lmeval_s_per_query": predicted,
+                        "lmeval_estimated": True,  # not run: extrapolated linearly from the previous shot count
+                        "speedup": predicted / ours_s,
+                        "agreement": None,
+                    }
+                )
+                continue
             # ---- lm-eval on as many of the same queries as its time budget allows
             prompt_text = tok.decode(prompt)
             docs = []
@@ -179,30 +211,6 @@ def main() -> int:
                     )
                 else:
                     docs.append({"prompt": text, "gold": q.example.output})
-            # lm-eval's per-query cost grows at least linearly with the prompt (it re-runs it per option)
-            prev = next((r for r in reversed(results) if r["task"] == name and r["queries_lmeval"]), None)
-            predicted = (
-                prev["lmeval_s_per_query"] * len(prompt) / prev["prompt_tokens"] if prev is not None else 0.0
-            )
-            if predicted > a.lmeval_max_query_s:
-                row = {
-                    "task": name,
-                    "kind": kind,
-                    "options": len(queries[0].options) if kind == "options" else None,
-                    "shots": k,
-                    "prompt_tokens": len(prompt),
-                    "queries_manyicl": len(queries),
-                    "queries_lmeval": 0,
-                    "manyicl_s_per_query": ours_s,
-                    "lmeval_s_per_query": predicted,
-                    "lmeval_estimated": True,  # not run: extrapolated linearly from the previous shot count
-                    "speedup": predicted / ours_s,
-                    "agreement": None,
-                }
-                results.append(row)
-                print(json.dumps(row), flush=True)
-                atomic_write_json(OUT / "eval_vs_lmeval.json", {"rows": results})
-                continue
             probe_preds, probe_s = run_lmeval(model, tok, docs[:1], kind, pt.max_new_tokens, stops)
             per_q = probe_s
             budget = a.lmeval_budget_s / n_cells
@@ -215,25 +223,17 @@ def main() -> int:
                 lm_preds = probe_preds
             agree = float(np.mean([x == y for x, y in zip(ours[:n_lm], lm_preds)]))
             same_ids = tok(prompt_text, add_special_tokens=False)["input_ids"] == prompt
-            row = {
-                "task": name,
-                "kind": kind,
-                "options": len(queries[0].options) if kind == "options" else None,
-                "shots": k,
-                "prompt_tokens": len(prompt),
-                "queries_manyicl": len(queries),
-                "queries_lmeval": n_lm,
-                "manyicl_s_per_query": ours_s,
-                "lmeval_s_per_query": per_q,
-                "speedup": per_q / ours_s,
-                "agreement": agree,
-                "prompt_retokenizes_identically": same_ids,
-                "examples": [{"manyicl": x, "lmeval": y} for x, y in list(zip(ours, lm_preds))[:3]],
-            }
-            results.append(row)
-            print(json.dumps(row), flush=True)
-            OUT.mkdir(exist_ok=True)
-            atomic_write_json(OUT / "eval_vs_lmeval.json", {"rows": results})
+            emit(
+                head
+                | {
+                    "queries_lmeval": n_lm,
+                    "lmeval_s_per_query": per_q,
+                    "speedup": per_q / ours_s,
+                    "agreement": agree,
+                    "prompt_retokenizes_identically": same_ids,
+                    "examples": [{"manyicl": x, "lmeval": y} for x, y in list(zip(ours, lm_preds))[:3]],
+                }
+            )
     return 0
 
 
