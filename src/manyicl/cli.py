@@ -454,6 +454,19 @@ def cmd_config_show(a: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _workflow_parser(sub, name: str, help: str, what: str, func) -> argparse.ArgumentParser:
+    """A workflow subcommand: a config (file or shipped name) followed by key=value overrides."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG|KEY=VALUE",
+        help=f"{what} or shipped name, then {OVERRIDES_HELP}",
+    )
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="manyicl",
@@ -463,24 +476,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="fine-tune on packed many-shot sequences (LoRA or full)")
-    t.add_argument(
-        "args",
-        nargs="*",
-        metavar="CONFIG|KEY=VALUE",
-        help=f"config YAML or shipped name, then {OVERRIDES_HELP}",
+    t = _workflow_parser(
+        sub, "train", "fine-tune on packed many-shot sequences (LoRA or full)", "config YAML", cmd_train
     )
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
-    t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="shot-curve evaluation with a cached prompt (base and/or adapters)")
-    e.add_argument(
-        "args",
-        nargs="*",
-        metavar="CONFIG|KEY=VALUE",
-        help=f"eval config YAML or shipped name, then {OVERRIDES_HELP}",
+    _workflow_parser(
+        sub,
+        "eval",
+        "shot-curve evaluation with a cached prompt (base and/or adapters)",
+        "eval config YAML",
+        cmd_eval,
     )
-    e.set_defaults(func=cmd_eval)
 
     q = sub.add_parser(
         "quickstart", help="meta-train SmolLM2-135M on synthetic tasks, compare base vs fine-tuned"
@@ -492,52 +499,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.set_defaults(func=cmd_quickstart)
 
-    x = sub.add_parser(
+    x = _workflow_parser(
+        sub,
         "experiment",
-        help="the paper's comparison (methods x tasks x shots, forgetting, ablation, cost), resumable",
-    )
-    x.add_argument(
-        "args",
-        nargs="*",
-        metavar="CONFIG|KEY=VALUE",
-        help=f"experiment config or shipped name, then {OVERRIDES_HELP}",
+        "the paper's comparison (methods x tasks x shots, forgetting, ablation, cost), resumable",
+        "experiment config",
+        cmd_experiment,
     )
     x.add_argument("--status", action="store_true", help="only show which cells are done, running and left")
     x.add_argument(
         "--report", action="store_true", help="only write the report from the cells finished so far"
     )
-    x.set_defaults(func=cmd_experiment)
 
-    di = sub.add_parser(
-        "distill", help="context distillation: a k-shot teacher trains a student without context"
+    _workflow_parser(
+        sub,
+        "distill",
+        "context distillation: a k-shot teacher trains a student without context",
+        "distill config",
+        cmd_distill,
     )
-    di.add_argument(
-        "args",
-        nargs="*",
-        metavar="CONFIG|KEY=VALUE",
-        help=f"distill config or shipped name, then {OVERRIDES_HELP}",
-    )
-    di.set_defaults(func=cmd_distill)
 
-    ip = sub.add_parser(
-        "icl-preserve", help="task fine-tuning that keeps in-context learning (ICL data mixed in)"
+    _workflow_parser(
+        sub,
+        "icl-preserve",
+        "task fine-tuning that keeps in-context learning (ICL data mixed in)",
+        "icl-preserve config",
+        cmd_icl_preserve,
     )
-    ip.add_argument(
-        "args",
-        nargs="*",
-        metavar="CONFIG|KEY=VALUE",
-        help=f"icl-preserve config or shipped name, then {OVERRIDES_HELP}",
-    )
-    ip.set_defaults(func=cmd_icl_preserve)
 
-    pp = sub.add_parser("perplexity", help="long-context perplexity and bits-per-byte on books (forgetting)")
-    pp.add_argument(
-        "args",
-        nargs="*",
-        metavar="CONFIG|KEY=VALUE",
-        help=f"perplexity config or shipped name, then {OVERRIDES_HELP}",
+    _workflow_parser(
+        sub,
+        "perplexity",
+        "long-context perplexity and bits-per-byte on books (forgetting)",
+        "perplexity config",
+        cmd_perplexity,
     )
-    pp.set_defaults(func=cmd_perplexity)
 
     d = sub.add_parser("data", help="inspect training builds")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
