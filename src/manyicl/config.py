@@ -29,6 +29,13 @@ def _key(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
+def _require_positive(cfg, where: str, c: Collector, *names: str) -> None:
+    """Report every field of ``names`` that is not > 0."""
+    for name in names:
+        if getattr(cfg, name) <= 0:
+            c.add(_key(where, name), f"must be > 0, got {getattr(cfg, name)}")
+
+
 # --------------------------------------------------------------------------------------------
 # Schema
 # --------------------------------------------------------------------------------------------
@@ -117,9 +124,9 @@ class TaskSourceConfig:
     """Drop tasks whose name, family or category is listed."""
 
     def validate(self, where: str, c: Collector) -> None:
-        for name in ("synthetic_instances", "synthetic_train_size", "synthetic_test_size"):
-            if getattr(self, name) <= 0:
-                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        _require_positive(
+            self, where, c, "synthetic_instances", "synthetic_train_size", "synthetic_test_size"
+        )
         if not self.synthetic and not self.dirs and not self.shared:
             c.add(
                 where or "tasks", "no tasks: set synthetic: true, shared: true, or list task folders in dirs"
@@ -240,9 +247,9 @@ class TrainLoopConfig:
     """Seed for initialisation, dropout and data order."""
 
     def validate(self, where: str, c: Collector) -> None:
-        for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every", "keep_checkpoints"):
-            if getattr(self, name) <= 0:
-                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        _require_positive(
+            self, where, c, "max_steps", "micro_batch_size", "grad_accum", "log_every", "keep_checkpoints"
+        )
         if self.epochs < 0:
             c.add(_key(where, "epochs"), f"must be >= 0, got {self.epochs}")
         for name in ("save_every", "stop_after_steps"):
@@ -530,9 +537,7 @@ class ScoringConfig:
     vllm``). Option scoring always uses manyicl's path (vLLM recomputes prompts for prompt log-probs)."""
 
     def validate(self, where: str, c: Collector) -> None:
-        for name in ("max_new_tokens_cap", "prefill_chunk"):
-            if getattr(self, name) <= 0:
-                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        _require_positive(self, where, c, "max_new_tokens_cap", "prefill_chunk")
         if self.max_new_tokens < 0:
             c.add(_key(where, "max_new_tokens"), f"must be >= 0 (0 = automatic), got {self.max_new_tokens}")
 
@@ -629,9 +634,7 @@ class PerplexityConfig:
     def validate(self, where: str, c: Collector) -> None:
         if not self.context_lengths or any(L < 2 for L in self.context_lengths):
             c.add(_key(where, "context_lengths"), f"must be lengths >= 2, got {self.context_lengths}")
-        for name in ("tokens_per_length", "chunk"):
-            if getattr(self, name) <= 0:
-                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        _require_positive(self, where, c, "tokens_per_length", "chunk")
         if self.n_books < 0:
             c.add(_key(where, "n_books"), f"must be >= 0, got {self.n_books}")
 
@@ -696,9 +699,7 @@ class ExperimentConfig:
         for cat in self.ablation.categories:
             if cat not in ("cls", "nli", "qa", "mlcls", "sum", "math", "other"):
                 c.add(_key(where, "ablation.categories"), f"unknown category {cat!r}")
-        for name in ("few_shot_k", "supervised_examples_per_task", "task_level_examples"):
-            if getattr(self, name) <= 0:
-                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        _require_positive(self, where, c, "few_shot_k", "supervised_examples_per_task", "task_level_examples")
         if self.epochs <= 0:
             c.add(_key(where, "epochs"), f"must be > 0, got {self.epochs}")
         if not self.train.lora.enabled:
@@ -775,12 +776,10 @@ class DistillConfig:
             c.add(_key(where, "shots"), f"must be positive support counts, got {self.shots}")
         if not 0 <= self.alpha <= 1:
             c.add(_key(where, "alpha"), f"must be in [0, 1], got {self.alpha}")
-        for name in ("temperature", "lr", "bitfit_lr"):
-            if getattr(self, name) <= 0:
-                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
-        for name in ("train_queries", "epochs", "batch_size", "eval_queries", "pool_size", "max_length"):
-            if getattr(self, name) <= 0:
-                c.add(_key(where, name), f"must be > 0, got {getattr(self, name)}")
+        _require_positive(self, where, c, "temperature", "lr", "bitfit_lr")
+        _require_positive(
+            self, where, c, "train_queries", "epochs", "batch_size", "eval_queries", "pool_size", "max_length"
+        )
         if self.student_layers < 0:
             c.add(_key(where, "student_layers"), f"must be >= 0, got {self.student_layers}")
 
