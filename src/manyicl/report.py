@@ -561,43 +561,16 @@ def write_distill_report(cfg, rows: list[dict], notes: list[str], student: str) 
     updates = list(cfg.updates)
     first = updates[0] if updates else "full"
     main = ["base", "icl", f"pbft+{first}", f"cd+{first}"]
-    figs = [
-        (
-            "fig1_accuracy.png",
-            main,
-            [("in_domain", "in-domain accuracy"), ("out_of_domain", "out-of-domain accuracy")],
-            "Baseline, ICL, PBFT, CD",
-        ),
-        (
-            "fig2_cost.png",
-            main[2:],
-            [("delta_rss_mb", "peak training RSS increase (MB)"), ("train_s", "training time (s)")],
-            "Training cost",
-        ),
-        (
-            "fig3_pbft_variants.png",
-            ["base"] + [f"pbft+{u}" for u in updates],
-            [("in_domain", "in-domain accuracy"), ("out_of_domain", "out-of-domain accuracy")],
-            "PBFT variants",
-        ),
-        (
-            "fig4_pbft_cost.png",
-            [f"pbft+{u}" for u in updates],
-            [("delta_rss_mb", "peak training RSS increase (MB)"), ("train_s", "training time (s)")],
-            "PBFT variants: cost",
-        ),
-        (
-            "fig5_cd_variants.png",
-            ["base"] + [f"cd+{u}" for u in updates],
-            [("in_domain", "in-domain accuracy"), ("out_of_domain", "out-of-domain accuracy")],
-            "CD variants",
-        ),
-        (
-            "fig6_cd_cost.png",
-            [f"cd+{u}" for u in updates],
-            [("delta_rss_mb", "peak training RSS increase (MB)"), ("train_s", "training time (s)")],
-            "CD variants: cost",
-        ),
+    acc = [("in_domain", "in-domain accuracy"), ("out_of_domain", "out-of-domain accuracy")]
+    cost = [("delta_rss_mb", "peak training RSS increase (MB)"), ("train_s", "training time (s)")]
+    pbft, cd = [f"pbft+{u}" for u in updates], [f"cd+{u}" for u in updates]
+    figs = [  # seed 004's Figures 1-6: accuracy and cost, overall and per update kind
+        ("fig1_accuracy.png", main, acc, "Baseline, ICL, PBFT, CD"),
+        ("fig2_cost.png", main[2:], cost, "Training cost"),
+        ("fig3_pbft_variants.png", ["base", *pbft], acc, "PBFT variants"),
+        ("fig4_pbft_cost.png", pbft, cost, "PBFT variants: cost"),
+        ("fig5_cd_variants.png", ["base", *cd], acc, "CD variants"),
+        ("fig6_cd_cost.png", cd, cost, "CD variants: cost"),
     ]
     for name, labels, metrics, title in figs:
         _plot_vs_k(rows, labels, metrics, out / "plots" / name, title)
