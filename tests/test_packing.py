@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from manyicl.packing import build_task_sequences, collate, make_sequence, pack_windows, stratified_order
+from manyicl.packing import balanced_order, build_task_sequences, collate, make_sequence, pack_windows
 from manyicl.tasks import Example
 from manyicl.templates import OverlongExampleError, Renderer, tokenize_task
 
@@ -98,21 +98,23 @@ def test_no_repeats_within_a_sequence_and_pool_exhaustion_is_counted(tok):
     assert stats.pool_exhausted == 3
 
 
-def test_stratified_order_is_balanced_in_every_prefix():
+def test_balanced_order_is_balanced_in_every_prefix():
     rng = np.random.default_rng(0)
     labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
-    order = stratified_order(labels, rng)
+    order = balanced_order(labels, rng)
     assert sorted(order.tolist()) == list(range(100))
     for n in range(1, 61):  # while every label still has examples left
         counts = Counter(labels[order[:n]].tolist())
         assert max(counts.values()) - min(counts.get(k, 0) for k in (0, 1, 2)) <= 1
-    assert not np.array_equal(order, stratified_order(labels, np.random.default_rng(1)))
+    assert not np.array_equal(order, balanced_order(labels, np.random.default_rng(1)))
 
 
-def test_stratified_sampling_balances_sequences(tok):
+def test_balanced_label_sampling_balances_sequences(tok):
     task = toy_task(n=90, labels=("a", "b", "c"))
     tt = tokenize_task(task, tok, "train", 400)
-    seqs, _ = build_task_sequences(tt, "max", "mask_all_targets", 400, 5, np.random.default_rng(0))
+    seqs, _ = build_task_sequences(
+        tt, "max", "mask_all_targets", 400, 5, np.random.default_rng(0), label_sampling="balanced"
+    )
     by_target = {tuple(tt.target[i].tolist()): tt.strata[i] for i in range(len(tt.target))}
     for s in seqs:
         # recover labels of examples in the sequence from their target ids

@@ -158,12 +158,21 @@ class DataConfig:
     """An example longer than the window: skip it (counted), cut its input from the left, or fail."""
     add_bos: bool = True
     """Start each sequence with the tokenizer's BOS token, when it has one."""
+    tokens_per_task: int = 0
+    """If > 0, build each task's sequences until they hold this many tokens (replaces the two settings
+    above): an equal compute budget for every method (``ExperimentConfig.budget``)."""
+    label_sampling: Literal["iid", "balanced"] = "iid"
+    """How classification sequences pick labels: ``iid`` draws each example's label uniformly and
+    independently (no function of earlier labels predicts the next); ``balanced`` takes equal counts per
+    label in shuffled order (exact counts let the last label be inferred from the others)."""
     seed: int = 0
     """Seed for sampling demonstrations."""
 
     def validate(self, where: str, c: Collector) -> None:
         if self.max_length < 16:
             c.add(_key(where, "max_length"), f"must be >= 16 tokens, got {self.max_length}")
+        if self.tokens_per_task < 0:
+            c.add(_key(where, "tokens_per_task"), f"must be >= 0, got {self.tokens_per_task}")
         if isinstance(self.shots, int) and self.shots < 0:
             c.add(_key(where, "shots"), f"must be 'max' or an integer >= 0, got {self.shots}")
         if self.sequences_per_task <= 0:

@@ -150,6 +150,8 @@ def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig, tag: str 
             cfg.sequences_per_task,
             rng,
             cfg.supervised_examples_per_task,
+            label_sampling=cfg.label_sampling,
+            token_budget=cfg.tokens_per_task,
         )
         for s in task_seqs:
             s.tag = tag

@@ -16,14 +16,12 @@ import numpy as np
 from .templates import TokenizedTask
 
 
-def stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random order of all examples that cycles through labels round-robin.
+def balanced_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """All examples dealt from their label pools round-robin, a fresh random label order every round.
 
-    ``labels`` holds an integer label id per example. Any prefix of the
-    order is balanced across labels (within one example per label), which is what the paper's
-    stratified demonstration sampling needs. O(n log n): each example's key is its rank within its
-    shuffled label pool plus a random tie-break, so sorting by key interleaves the pools in a fresh
-    random label order every round.
+    Any prefix has balanced label counts (within one per label), so a prefix is a balanced random
+    *selection*. Never use it as a demonstration *order*: in strict rounds the last label of a round
+    is determined by the ones before it (a leak models learn; see ``balanced_sample``). O(n log n).
     """
     n = len(labels)
     perm = rng.permutation(n)
@@ -37,6 +35,51 @@ def stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
     key = np.empty(n, dtype=np.float64)
     key[perm] = rank_in_pool + rng.random(n)
     return np.argsort(key, kind="stable")
+
+
+def balanced_sample(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k examples with balanced label counts (the labels that get one more are random), in random order.
+
+    The paper's stratified prompt. The order is a uniform shuffle of the selection, so labels show runs
+    at the rate a shuffle gives. Exact balance still tells the last position's label from the counts
+    before it; for training sequences ``iid_label_order`` has no such leak.
+    """
+    return rng.permutation(balanced_order(labels, rng)[:k])
+
+
+def iid_label_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An order whose label at every position is drawn uniformly at random, independently of the
+    positions before it, each followed by an unused example of that label.
+
+    Balanced in expectation and leak-free: no function of the labels so far predicts the next one
+    better than chance until a label pool runs out (pools are far larger than a sequence; a build
+    counts sequences that exhaust the pool). Positions drawn for an exhausted pool are dropped and the
+    examples left over follow in random order, so tiny tasks still use every example.
+    """
+    n = len(labels)
+    uniq, inv = np.unique(labels, return_inverse=True)
+    draws = rng.integers(len(uniq), size=n)
+    order = np.full(n, -1, dtype=np.int64)
+    for c in range(len(uniq)):
+        pool = rng.permutation(np.flatnonzero(inv == c))
+        slots = np.flatnonzero(draws == c)
+        m = min(len(pool), len(slots))
+        order[slots[:m]] = pool[:m]
+    used = order[order >= 0]
+    rest = np.setdiff1d(np.arange(n), used)
+    return np.concatenate([used, rng.permutation(rest)]) if len(rest) else used
+
+
+LABEL_SAMPLING = ("iid", "balanced")
+
+
+def training_order(labels: np.ndarray, rng: np.random.Generator, label_sampling: str = "iid") -> np.ndarray:
+    """The example order one training sequence takes its examples from (``DataConfig.label_sampling``)."""
+    if label_sampling == "iid":
+        return iid_label_order(labels, rng)
+    if label_sampling == "balanced":
+        return balanced_order(labels, rng)  # callers shuffle the prefix they take
+    raise ValueError(f"unknown label_sampling {label_sampling!r}; use {' or '.join(LABEL_SAMPLING)}")
 
 
 @dataclass
@@ -131,12 +174,19 @@ def build_task_sequences(
     n_sequences: int,
     rng: np.random.Generator,
     supervised_budget: int = 0,
+    label_sampling: str = "iid",
+    token_budget: int = 0,
 ) -> tuple[list[Sequence], TaskBuildStats]:
     """Sample ``n_sequences`` sequences of one task (or, with ``supervised_budget``, as many as it takes
     for that many examples to carry loss).
 
-    Each sequence draws its own examples (stratified for classification) without repeats; in
-    'max' mode it takes examples in that order while they fit, in fixed-k mode the first k+1.
+    With ``token_budget``, sequences are added until the task's sequences hold that many tokens (the
+    ``equal_tokens``/``equal_steps`` budgets of an experiment).
+
+    Each sequence draws its own examples without repeats; in 'max' mode it takes examples in that order
+    while they fit, in fixed-k mode the first k+1. Classification tasks draw labels i.i.d. uniformly
+    (``label_sampling='iid'``) or take a balanced selection in shuffled order (``'balanced'``); never in
+    rounds, whose order leaks the next label.
     """
     stats = TaskBuildStats(tt.task.name, skipped_overlong=tt.skipped, truncated_overlong=tt.truncated)
     seqs: list[Sequence] = []
@@ -144,12 +194,18 @@ def build_task_sequences(
         return seqs, stats
     lengths, labels = tt.lengths, tt.label_ids
     budget = max_length - len(tt.header)
-    while (
-        (stats.supervised_examples < supervised_budget)
-        if supervised_budget
-        else (stats.sequences < n_sequences)
-    ):
-        order = stratified_order(labels, rng) if labels is not None else rng.permutation(len(lengths))
+    def more() -> bool:
+        if token_budget:
+            return stats.tokens < token_budget
+        if supervised_budget:
+            return stats.supervised_examples < supervised_budget
+        return stats.sequences < n_sequences
+
+    while more():
+        if labels is None:
+            order = rng.permutation(len(lengths))
+        else:
+            order = training_order(labels, rng, label_sampling)
         csum = np.cumsum(lengths[order])
         fit = int(np.searchsorted(csum, budget, side="right"))
         if shots == "max":
@@ -165,7 +221,10 @@ def build_task_sequences(
                 else:
                     stats.shortened += 1
         take = max(take, 1)  # every example fits alone (overlong ones were handled at tokenization)
-        seq = make_sequence(tt, order[:take], objective)
+        picked = order[:take]
+        if labels is not None and label_sampling == "balanced":
+            picked = rng.permutation(picked)  # a balanced selection, in random order
+        seq = make_sequence(tt, picked, objective)
         seqs.append(seq)
         stats.add(seq)
     return seqs, stats
