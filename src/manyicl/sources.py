@@ -11,23 +11,27 @@ A task folder's ``task.yaml`` may carry a ``source:`` section that says how raw 
       options: choices                  # optional: a list field, or a string split on options_separator
       label_names: {0: entailment, 1: neutral, 2: contradiction}   # optional raw value -> label
       columns: [text, label]            # optional: names for header-less CSV/TSV columns
+      quoting: csv                      # CSV/TSV only: csv (quoted fields) | none; default csv for CSV, none for TSV
 
 ``format: hf`` reads with ``datasets.load_dataset(**hf)`` (``hf: {path: json, data_files: {...}}`` for local
-files; a hub name needs network). Values are kept as strings (the ``datasets`` CSV loader would turn
-numeric-looking strings into ints; we read CSV with the ``csv`` module and stringify ``datasets`` values).
+files, relative to the task folder; a hub name needs network). Values are kept as strings (the ``datasets``
+CSV loader would turn numeric-looking strings into ints; we read CSV with the ``csv`` module and stringify
+``datasets`` values).
+
+Importing this module raises ``csv.field_size_limit`` (131,072 characters by default) so that long documents,
+normal for summarisation, can be read.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import string
 from pathlib import Path
 from typing import Any
 
 from .errors import Collector
-from .tasks import Example
+from .tasks import Example, check_strings, jsonl_lines, parse_json_line, read_text_file
 
 SOURCE_KEYS = {
     "format",
@@ -39,17 +43,48 @@ SOURCE_KEYS = {
     "options_separator",
     "label_names",
     "columns",
+    "quoting",
     "hf",
 }
 FORMATS = ("jsonl", "csv", "tsv", "hf")
+QUOTING = ("csv", "none")
+DEFAULT_QUOTING = {"csv": "csv", "tsv": "none"}
+"""TSV files are usually plain tab-separated text in which '"' is an ordinary character; CSV files quote."""
+
+# Local-file builders of ``datasets``: their data_files / data_dir are local paths (resolved against the task
+# folder); for a hub dataset they are paths inside the dataset's repository and are left alone.
+HF_FILE_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "xml", "webdataset", "sql"}
+
+csv.field_size_limit(2**31 - 1)  # the largest value every platform's C long holds
 
 
 def _fields(spec: Any) -> list[str]:
     if isinstance(spec, str):
         return [spec]
-    if isinstance(spec, list) and all(isinstance(x, str) for x in spec):
+    if isinstance(spec, list) and spec and all(isinstance(x, str) for x in spec):
         return list(spec)
     return []
+
+
+def template_problem(tmpl: Any, fields: list[str]) -> str | None:
+    """Why ``tmpl`` is not a usable ``source.input_template`` for these input fields, or None."""
+    if not isinstance(tmpl, str):
+        return f"must be a string like '{{text}}' or '{{premise}} {{hypothesis}}', got {type(tmpl).__name__}"
+    hint = "placeholders are {field} with a field from source.input; write {{ and }} for literal braces"
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(tmpl) if f is not None]
+    except ValueError as e:
+        return f"is not a valid template ({e}): {hint}"
+    if any(not f for f in names):
+        return f"has an empty placeholder {{}}: {hint}"
+    missing = sorted(set(names) - set(fields))
+    if missing:
+        return f"uses {missing} which are not listed in source.input: {hint}"
+    try:
+        tmpl.format(**{f: "x" for f in fields})
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:
+        return f"cannot be filled in ({type(e).__name__}: {e}): {hint}"
+    return None
 
 
 def check_source(src: Any, where: str, c: Collector) -> bool:
@@ -57,45 +92,97 @@ def check_source(src: Any, where: str, c: Collector) -> bool:
     if not isinstance(src, dict):
         c.add(where, "must be a mapping (format:, files:, input:, output:, ...)", "source")
         return False
-    ok = True
+    n_errors = len(c.errors)
     for k in src:
         if k not in SOURCE_KEYS:
             c.add(where, f"unknown key; known: {', '.join(sorted(SOURCE_KEYS))}", f"source.{k}")
-            ok = False
     fmt = src.get("format", "jsonl")
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         c.add(where, f"must be one of {', '.join(FORMATS)}, got {fmt!r}", "source.format")
-        ok = False
+        fmt = ""
+    files = src.get("files")
+    if files is not None:
+        if fmt == "hf":
+            c.add(
+                where, "format hf takes its files from hf: {data_files: ...}; remove files:", "source.files"
+            )
+        elif not isinstance(files, dict):
+            c.add(
+                where,
+                f"must map split names to file names, e.g. files: {{train: train.{fmt or 'csv'}, test: "
+                f"test.{fmt or 'csv'}}}, got {type(files).__name__} {str(files)[:80]}",
+                "source.files",
+            )
+        else:
+            for split, name in files.items():
+                if not isinstance(name, str) or not name.strip():
+                    c.add(where, f"must be one file name, got {name!r}", f"source.files.{split}")
     if not _fields(src.get("input")):
         c.add(
             where, "name the input field(s), e.g. input: text or input: [premise, hypothesis]", "source.input"
         )
-        ok = False
-    if not isinstance(src.get("output"), str):
+    if not isinstance(src.get("output"), str) or not src["output"]:
         c.add(where, "name the output field, e.g. output: label", "source.output")
-        ok = False
-    tmpl = src.get("input_template")
-    if tmpl is not None:
-        names = {f for _, f, _, _ in string.Formatter().parse(str(tmpl)) if f}
-        missing = names - set(_fields(src.get("input")))
-        if missing:
-            c.add(
-                where, f"uses {sorted(missing)} which are not listed in source.input", "source.input_template"
-            )
-            ok = False
-    if fmt == "hf" and not isinstance(src.get("hf"), dict):
+    if src.get("input_template") is not None:
+        problem = template_problem(src["input_template"], _fields(src.get("input")))
+        if problem:
+            c.add(where, problem, "source.input_template")
+    if src.get("options") is not None and (not isinstance(src["options"], str) or not src["options"]):
         c.add(
             where,
-            "format hf needs hf: {path: ..., data_files: ...} (arguments of datasets.load_dataset)",
-            "source.hf",
+            f"name the field holding the options, e.g. options: choices, got {src['options']!r}",
+            "source.options",
         )
-        ok = False
-    if src.get("label_names") is not None and not isinstance(src["label_names"], dict):
-        c.add(
-            where, "must map raw values to label names, e.g. {0: negative, 1: positive}", "source.label_names"
-        )
-        ok = False
-    return ok
+    sep = src.get("options_separator")
+    if sep is not None and (not isinstance(sep, str) or not sep):
+        c.add(where, f"must be a non-empty string, e.g. '|', got {sep!r}", "source.options_separator")
+    cols = src.get("columns")
+    if cols is not None:
+        if not _fields(cols) or isinstance(cols, str):
+            c.add(
+                where, f"must be a list of column names, e.g. [text, label], got {cols!r}", "source.columns"
+            )
+        elif len(set(cols)) != len(cols):
+            c.add(where, f"names a column twice: {cols}", "source.columns")
+        elif fmt in ("jsonl", "hf"):
+            c.add(where, "only for csv and tsv files (names for header-less columns)", "source.columns")
+    quoting = src.get("quoting")
+    if quoting is not None:
+        if fmt in ("jsonl", "hf"):
+            c.add(where, "only for csv and tsv files", "source.quoting")
+        elif quoting not in QUOTING:
+            c.add(
+                where,
+                f'must be csv (fields may be quoted with ") or none (" is plain text), got {quoting!r}',
+                "source.quoting",
+            )
+    if fmt == "hf":
+        hf = src.get("hf")
+        if not isinstance(hf, dict) or not isinstance(hf.get("path"), str):
+            c.add(
+                where,
+                "format hf needs hf: {path: ..., data_files: ...} (arguments of datasets.load_dataset)",
+                "source.hf",
+            )
+        elif hf.get("splits") is not None and not isinstance(hf["splits"], dict):
+            c.add(
+                where,
+                "must map our split names to the dataset's, e.g. {test: validation}",
+                "source.hf.splits",
+            )
+    names = src.get("label_names")
+    if names is not None:
+        if not isinstance(names, dict):
+            c.add(
+                where,
+                "must map raw values to label names, e.g. {0: negative, 1: positive}",
+                "source.label_names",
+            )
+        else:
+            for k, v in names.items():
+                if not isinstance(v, (str, int, float)) or isinstance(v, bool) or not str(v).strip():
+                    c.add(where, f"must be a label name (a string), got {v!r}", f"source.label_names.{k}")
+    return len(c.errors) == n_errors
 
 
 def _text(v: Any) -> str | None:
@@ -108,20 +195,24 @@ def _text(v: Any) -> str | None:
 
 def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, line: int) -> Example | None:
     """One raw row -> Example, recording missing fields and bad values in ``c``."""
-    ok = True
+    n_errors = len(c.errors)
     values = {}
     for f in _fields(src["input"]):
         if f not in row or row[f] is None:
             c.add(where, "missing input field", f)
-            ok = False
+        elif isinstance(row[f], (list, dict)):
+            c.add(where, f"must be a string or number, got {type(row[f]).__name__} {str(row[f])[:60]}", f)
         else:
             values[f] = _text(row[f]).strip()
     out_field = src["output"]
     raw_out = row.get(out_field)
     if raw_out is None or (isinstance(raw_out, str) and not raw_out.strip()):
         c.add(where, "missing or empty output field", out_field)
-        ok = False
-    if not ok:
+    elif isinstance(raw_out, (list, dict)):
+        c.add(
+            where, f"must be a string or number, got {type(raw_out).__name__} {str(raw_out)[:60]}", out_field
+        )
+    if len(c.errors) > n_errors:
         return None
     names = src.get("label_names") or {}
     lookup = {str(k): str(v) for k, v in names.items()}
@@ -134,15 +225,18 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
             return None
         out = lookup[out.strip()]
     tmpl = src.get("input_template")
-    text = tmpl.format(**values) if tmpl else "\n".join(values[f] for f in _fields(src["input"]))
+    try:
+        text = tmpl.format(**values) if tmpl else "\n".join(values[f] for f in _fields(src["input"]))
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:  # checked up front; kept safe
+        c.add(where, f"cannot be filled in: {type(e).__name__}: {e}", "source.input_template")
+        return None
     options: tuple[str, ...] = ()
     opt_field = src.get("options")
     if opt_field:
         raw = row.get(opt_field)
         if isinstance(raw, str):
-            try:
-                parsed = json.loads(raw)
-            except json.JSONDecodeError:
+            ok, parsed = parse_json_line(raw, where, Collector())
+            if not ok or not isinstance(parsed, list):
                 parsed = raw.split(src.get("options_separator") or "|")
             raw = parsed
         if not isinstance(raw, list) or not raw:
@@ -152,54 +246,141 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
         if out not in options:
             c.add(where, f"gold output {out!r} is not one of the options {list(options)[:6]}", opt_field)
             return None
+    for fld, value in ((src["input"] if isinstance(src["input"], str) else "input", text), (out_field, out)):
+        check_strings(value, where, c, fld)
+    if opt_field:
+        check_strings(list(options), where, c, opt_field)
+    if len(c.errors) > n_errors:
+        return None
     return Example(text, out, options, line=line)
 
 
+def _needed_fields(src: dict) -> list[tuple[str, str]]:
+    """(column, the source key that names it) for every column a row must have."""
+    out = [(f, "source.input") for f in _fields(src.get("input"))] + [(src["output"], "source.output")]
+    if src.get("options"):
+        out.append((src["options"], "source.options"))
+    return out
+
+
 def _read_delimited(
-    path: Path, delimiter: str, columns: list[str] | None, c: Collector
+    path: Path,
+    delimiter: str,
+    columns: list[str] | None,
+    c: Collector,
+    quoting: str = "csv",
+    src: dict | None = None,
+    where: str | None = None,
 ) -> list[tuple[int, dict]]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        c.add(f"{path}", f"not UTF-8 (byte {e.start}); re-save the file as UTF-8")
+    """Rows of a CSV/TSV file as (line where the row starts, {column: value}).
+
+    ``quoting: csv`` reads quoted fields (which may hold the delimiter and line breaks) strictly, so a
+    stray '"' is an error at its line instead of silently joining rows; ``quoting: none`` reads one row per
+    line with '"' as plain text.
+    """
+    text = read_text_file(path, c)
+    if text is None:
         return []
     if not text.strip():
         c.add(str(path), "empty file: a split needs at least one example")
         return []
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    quoted = quoting == "csv"
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
+        strict=quoted,
+    )
     header = list(columns) if columns else None
+    need = _needed_fields(src) if src else []
+    if header is not None and not _check_header(header, need, where or str(path), "source.columns", c):
+        return []
     out = []
-    for r in reader:
-        lineno = reader.line_num  # the row's last physical line (quoted fields may span lines)
+    spans: list[tuple[int, int]] = []  # rows that take up more than one line
+    looks_quoted = 0
+    while True:
+        start = reader.line_num + 1
+        try:
+            r = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            c.add(
+                f"{path}:{start}",
+                f"cannot split this row ({e}): with source.quoting: csv a field that starts with '\"' must end "
+                "with '\"' right before a delimiter or the line end, and '\"' inside it is written '\"\"'; if "
+                "'\"' is plain text in this file, set source.quoting: none",
+            )
+            continue
+        if reader.line_num > start:
+            spans.append((start, reader.line_num))
         if not r or all(not x.strip() for x in r):
             continue
         if header is None:
             header = r
+            if not _check_header(header, need, f"{path}:{start}", None, c):
+                return []
             continue
         if len(r) != len(header):
-            c.add(f"{path}:{lineno}", f"has {len(r)} columns, the header has {len(header)} ({header})")
+            c.add(f"{path}:{start}", f"has {len(r)} columns, the header has {len(header)} ({header})")
             continue
-        out.append((lineno, dict(zip(header, r))))
+        row = dict(zip(header, r))
+        if not quoted and not looks_quoted:
+            for f, _ in need:
+                v = row.get(f, "")
+                if len(v) >= 2 and v[0] == v[-1] == '"':
+                    looks_quoted = start
+                    c.warn(
+                        f"{path}:{start}",
+                        "value is wrapped in '\"'; with source.quoting: none quotes stay part of the text. If "
+                        "the file was written with CSV quoting, set source.quoting: csv",
+                        f,
+                    )
+                    break
+        out.append((start, row))
+    if spans:
+        a, b = spans[0]
+        n_lines = sum(e - s + 1 for s, e in spans)
+        c.warn(
+            str(path),
+            f"{len(spans)} rows span {n_lines} lines (quoted fields with line breaks; the first is lines {a}-{b}). "
+            "If no field should hold a line break, a stray '\"' joined rows: set source.quoting: none",
+        )
     return out
 
 
+def _check_header(
+    header: list[str], need: list[tuple[str, str]], where: str, fld: str | None, c: Collector
+) -> bool:
+    ok = True
+    for col, key in need:
+        if col not in header:
+            c.add(
+                where,
+                f"no column {col!r} (named by {key}); the columns are {header[:12]}. Fix {key} or the header "
+                "row, or give columns: [...] for a file without a header row",
+                fld or key,
+            )
+            ok = False
+        elif header.count(col) > 1:
+            c.add(
+                where, f"column {col!r} appears {header.count(col)} times; rename the duplicates", fld or key
+            )
+            ok = False
+    return ok
+
+
 def _read_jsonl_rows(path: Path, c: Collector) -> list[tuple[int, dict]]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        c.add(str(path), f"not UTF-8 (byte {e.start}); re-save the file as UTF-8")
+    text = read_text_file(path, c)
+    if text is None:
         return []
     if not text.strip():
         c.add(str(path), "empty file: a split needs at least one example")
         return []
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            c.add(f"{path}:{lineno}", f"malformed JSON ({e.msg} at column {e.colno})")
+    for lineno, line in jsonl_lines(text):
+        ok, obj = parse_json_line(line, f"{path}:{lineno}", c)
+        if not ok:
             continue
         if not isinstance(obj, dict):
             c.add(f"{path}:{lineno}", f"expected a JSON object, got {type(obj).__name__}")
@@ -209,14 +390,15 @@ def _read_jsonl_rows(path: Path, c: Collector) -> list[tuple[int, dict]]:
 
 
 def read_source_splits(
-    folder: Path, src: dict, c: Collector
+    folder: Path, src: dict, c: Collector, where: str | None = None
 ) -> tuple[dict[str, list[Example]], dict[str, str]]:
     """All splits of a mapped source: (examples per split, file per split)."""
+    where = where or str(folder / "task.yaml")
     fmt = src.get("format", "jsonl")
     splits: dict[str, list[Example]] = {}
     files: dict[str, str] = {}
     if fmt == "hf":
-        return _read_hf(src, c)
+        return _read_hf(src, folder, c, where)
     ext = {"jsonl": ".jsonl", "csv": ".csv", "tsv": ".tsv"}[fmt]
     spec = src.get("files") or {p.stem: p.name for p in sorted(folder.glob(f"*{ext}"))}
     if not spec:
@@ -225,46 +407,97 @@ def read_source_splits(
             f"no {ext} files; list them in source.files, e.g. {{train: train{ext}}}",
             "source.files",
         )
+    quoting = src.get("quoting") or DEFAULT_QUOTING.get(fmt, "csv")
     for split, name in spec.items():
         path = folder / str(name)
         if not path.exists():
-            c.add(str(folder / "task.yaml"), f"file {name} does not exist", f"source.files.{split}")
+            c.add(where, f"file {name} does not exist", f"source.files.{split}")
             continue
         if fmt == "jsonl":
             rows = _read_jsonl_rows(path, c)
         else:
-            rows = _read_delimited(path, "," if fmt == "csv" else "\t", src.get("columns"), c)
+            delimiter = "," if fmt == "csv" else "\t"
+            rows = _read_delimited(path, delimiter, src.get("columns"), c, quoting, src, where)
         exs = [row_to_example(r, src, f"{path}:{ln}", c, ln) for ln, r in rows]
         splits[str(split)] = [e for e in exs if e is not None]
         files[str(split)] = str(path)
     return splits, files
 
 
-def _read_hf(src: dict, c: Collector) -> tuple[dict[str, list[Example]], dict[str, str]]:
+def _local(p: str, folder: Path) -> str:
+    if "://" in p or Path(p).is_absolute():
+        return p
+    if p.startswith("~"):
+        return str(Path(p).expanduser())
+    return str(folder / p)
+
+
+def resolve_hf_args(args: dict, folder: Path) -> dict:
+    """``hf:`` arguments with local paths made relative to the task folder, not the working directory.
+
+    ``data_files`` and ``data_dir`` are resolved when ``path`` is a local-file builder (json, csv, parquet,
+    ...) or a folder inside the task folder; ``cache_dir`` always; ``path`` when it names a file or folder
+    inside the task folder. Absolute paths, ``~`` paths and URLs are kept.
+    """
+    out = dict(args)
+    path = out.get("path")
+    local_path = isinstance(path, str) and "://" not in path and (folder / path).exists()
+    if local_path:
+        out["path"] = str(folder / path)
+    if local_path or path in HF_FILE_BUILDERS:
+        df = out.get("data_files")
+        if isinstance(df, str):
+            out["data_files"] = _local(df, folder)
+        elif isinstance(df, list):
+            out["data_files"] = [_local(x, folder) if isinstance(x, str) else x for x in df]
+        elif isinstance(df, dict):
+            out["data_files"] = {
+                k: _local(v, folder)
+                if isinstance(v, str)
+                else [_local(x, folder) if isinstance(x, str) else x for x in v]
+                if isinstance(v, list)
+                else v
+                for k, v in df.items()
+            }
+        if isinstance(out.get("data_dir"), str):
+            out["data_dir"] = _local(out["data_dir"], folder)
+    if isinstance(out.get("cache_dir"), str):
+        out["cache_dir"] = _local(out["cache_dir"], folder)
+    return out
+
+
+def _read_hf(
+    src: dict, folder: Path, c: Collector, where: str
+) -> tuple[dict[str, list[Example]], dict[str, str]]:
     try:
         import datasets
     except ImportError:
-        c.add("source.hf", "format hf needs the datasets package: pip install datasets==5.2.0")
+        c.add(where, "format hf needs the datasets package: pip install datasets==5.2.0", "source.hf")
         return {}, {}
-    args = dict(src["hf"])
+    args = resolve_hf_args(src["hf"], folder)
     split_map = args.pop("splits", None)
     try:
         dd = datasets.load_dataset(**args)
     except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing data problem
+        first = (str(e).splitlines() or [""])[0][:200]
         c.add(
+            where,
+            f"datasets.load_dataset({args}) failed: {type(e).__name__}: {first}. Offline, use local files "
+            "(path: json|csv, data_files: ...; relative to the task folder) or a dataset already in the Hugging "
+            "Face cache",
             "source.hf",
-            f"datasets.load_dataset({args}) failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}. Offline, "
-            "use local files (path: json|csv, data_files: ...) or a dataset already in the Hugging Face cache",
         )
         return {}, {}
+    if not hasattr(dd, "keys"):  # one split asked for with split: ...
+        dd = {str(args.get("split") or "train"): dd}
     split_map = split_map or {k: k for k in dd}
     splits, files = {}, {}
     for ours, theirs in split_map.items():
         if theirs not in dd:
-            c.add("source.hf.splits", f"dataset has no split {theirs!r} (it has {list(dd)})", str(ours))
+            c.add(where, f"dataset has no split {theirs!r} (it has {list(dd)})", f"source.hf.splits.{ours}")
             continue
-        where = f"hf:{args.get('path')}[{theirs}]"
-        exs = [row_to_example(row, src, f"{where}:{i + 1}", c, i + 1) for i, row in enumerate(dd[theirs])]
+        at = f"hf:{args.get('path')}[{theirs}]"
+        exs = [row_to_example(row, src, f"{at}:{i + 1}", c, i + 1) for i, row in enumerate(dd[theirs])]
         splits[str(ours)] = [e for e in exs if e is not None]
-        files[str(ours)] = where
+        files[str(ours)] = at
     return splits, files

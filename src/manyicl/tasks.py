@@ -8,6 +8,8 @@ See ``docs/task_format.md``. Loading validates everything and reports all proble
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Collector, TaskFormatError
+from .errors import Collector, Problem, TaskFormatError
 from .fileio import atomic_write_text, load_yaml
 
 CATEGORIES = ("cls", "nli", "qa", "mlcls", "sum", "math", "other")
@@ -108,6 +110,8 @@ class Task:
     """Split name -> file it was read from, for messages that name file and line."""
     notes: list[str] = field(default_factory=list)
     """Facts a user should know (e.g. 'test.jsonl is unlabeled and not used', 'test split derived')."""
+    load_warnings: list[Problem] = field(default_factory=list, compare=False, repr=False)
+    """Warnings found while reading the task's files; :func:`check_quality` reports them again."""
 
     def __post_init__(self) -> None:
         if not self.metric:
@@ -161,31 +165,121 @@ _TASK_KEYS = {
 }
 
 
-def read_jsonl_examples(path: Path, c: Collector) -> list[Example]:
-    """Read ``{"input", "output", "options"?}`` lines, recording every bad line in ``c``."""
-    out: list[Example] = []
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
+NAME_RULE = (
+    "a task name is 1-128 letters, digits and . _ : + - starting with a letter or digit, "
+    "without '/', '\\' or '..' (it becomes part of output file names)"
+)
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` is not a safe task name, or None when it is."""
+    if not isinstance(name, str):
+        return f"must be a string, got {type(name).__name__} {name!r}"
+    if not _NAME_RE.fullmatch(name) or ".." in name:
+        return f"{name[:80]!r} is not a safe task name: {NAME_RULE}"
+    return None
+
+
+def safe_path_component(name: str) -> str:
+    """A (validated) task name as one file or folder name: ':' becomes '_'.
+
+    Raises ``ValueError`` for anything that is not a safe task name (``/``, ``\\``, ``..``, empty,
+    control characters, ...), so a name can never make a path escape its folder.
+    """
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(f"task name cannot be used in a file name: {problem}")
+    return name.replace(":", "_")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(s: str) -> str | None:
+    """Why ``s`` cannot be used as text (a lone UTF-16 surrogate from a JSON ``\\u`` escape), or None."""
+    m = _SURROGATE.search(s)
+    if m is None:
+        return None
+    return (
+        f"invalid text: lone surrogate {m.group()!r} at character {m.start() + 1} (half of a UTF-16 pair, "
+        "usually a broken JSON \\u escape); it cannot be encoded as UTF-8: fix or remove the escape"
+    )
+
+
+def check_strings(obj: Any, where: str, c: Collector, key: str = "") -> None:
+    """Report every string inside ``obj`` (nested lists and mappings) that is not valid text."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(obj, key)]
+    while stack:
+        o, k = stack.pop()
+        if isinstance(o, str):
+            problem = text_problem(o)
+            if problem:
+                c.add(where, problem, k or None)
+        elif isinstance(o, (dict, list)) and id(o) not in seen:  # YAML aliases may share or nest nodes
+            seen.add(id(o))
+            items = o.items() if isinstance(o, dict) else enumerate(o)
+            for kk, v in items:
+                if isinstance(kk, str) and text_problem(kk):
+                    c.add(where, text_problem(kk) or "", f"{k}.{kk!r}" if k else repr(kk))
+                stack.append((v, f"{k}.{kk}" if k else str(kk)))
+
+
+def read_text_file(path: Path, c: Collector, what: str = "file") -> str | None:
+    """The UTF-8 text of ``path``, or None after recording why it cannot be read."""
     try:
         raw = path.read_bytes()
+    except IsADirectoryError:
+        c.add(str(path), f"is a folder, not a {what}; remove it or give the path of a file")
+        return None
+    except PermissionError as e:
+        c.add(str(path), f"cannot read ({e.strerror}); check its permissions, e.g. chmod a+r {path}")
+        return None
     except OSError as e:
-        c.add(str(path), f"cannot read: {e.strerror}")
-        return out
+        c.add(str(path), f"cannot read: {e.strerror or e}")
+        return None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         c.add(f"{path}:{line}", f"not UTF-8 (byte {e.start}); re-save the file as UTF-8")
+        return None
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def jsonl_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of each non-blank line. Lines end at '\\n', '\\r\\n' or '\\r' only: a JSON string
+    may hold a raw U+2028 or U+0085, which ``str.splitlines`` would wrongly treat as a line end."""
+    return [(i, ln) for i, ln in enumerate(_LINE_END.split(text), 1) if ln.strip()]
+
+
+def parse_json_line(line: str, where: str, c: Collector, hint: str = "") -> tuple[bool, Any]:
+    """(True, value) for one JSON value, else (False, None) after recording why (never raises)."""
+    try:
+        return True, json.loads(line)
+    except json.JSONDecodeError as e:
+        c.add(where, f"malformed JSON ({e.msg} at column {e.colno}){hint}")
+    except RecursionError:
+        c.add(where, f"malformed JSON (nested too deeply to read){hint}")
+    return False, None
+
+
+def read_jsonl_examples(path: Path, c: Collector) -> list[Example]:
+    """Read ``{"input", "output", "options"?}`` lines, recording every bad line in ``c``."""
+    out: list[Example] = []
+    text = read_text_file(path, c)
+    if text is None:
         return out
     if not text.strip():
         c.add(str(path), "empty file: a split needs at least one example")
         return out
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, line in jsonl_lines(text):
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            c.add(where, f"malformed JSON ({e.msg} at column {e.colno}); each line must be one JSON object")
+        ok, obj = parse_json_line(line, where, c, "; each line must be one JSON object")
+        if not ok:
             continue
         if not isinstance(obj, dict):
             c.add(where, f"expected a JSON object, got {type(obj).__name__}")
@@ -215,33 +309,77 @@ def example_from_record(obj: dict[str, Any], where: str, c: Collector, line: int
     elif ok and options and obj["output"] not in options:
         c.add(where, f"gold output {obj['output']!r} is not one of the options {options[:6]!r}", "options")
         ok = False
+    if ok:
+        for key, value in (("input", obj["input"]), ("output", obj["output"]), ("options", options)):
+            n = len(c.errors)
+            check_strings(value, where, c, key)
+            ok = ok and len(c.errors) == n
     if not ok:
         return None
     return Example(obj["input"], obj["output"], tuple(options), line=line)
+
+
+def _read_task_yaml(path: Path) -> tuple[Path, dict]:
+    """task.yaml of a task folder as a mapping; raises :class:`TaskFormatError` when there is none."""
+    meta_path = path / "task.yaml"
+    try:
+        meta_path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise TaskFormatError.single(str(path), "no task.yaml here; see docs/task_format.md") from None
+    except OSError as e:
+        raise TaskFormatError.single(
+            str(path), f"cannot look inside this folder ({e.strerror}); check its permissions"
+        ) from None
+    c = Collector()
+    text = read_text_file(meta_path, c, what="YAML file")
+    c.raise_if_any(TaskFormatError)
+    try:
+        meta = load_yaml(text) or {}
+    except yaml.YAMLError as e:
+        raise TaskFormatError.single(str(meta_path), f"not valid YAML: {e}") from None
+    except RecursionError:
+        raise TaskFormatError.single(str(meta_path), "not valid YAML: nested too deeply to read") from None
+    if not isinstance(meta, dict):
+        raise TaskFormatError.single(str(meta_path), "must be a mapping (name:, category:, template:, ...)")
+    return meta_path, meta
 
 
 def load_task_dir(path: str | Path) -> Task:
     """Load one task folder; raises :class:`TaskFormatError` listing every problem."""
     path = Path(path)
     c = Collector()
-    meta_path = path / "task.yaml"
-    if not meta_path.exists():
-        raise TaskFormatError.single(str(path), "no task.yaml here; see docs/task_format.md")
-    try:
-        meta = load_yaml(meta_path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise TaskFormatError.single(str(meta_path), f"not valid UTF-8 YAML: {e}") from None
-    if not isinstance(meta, dict):
-        raise TaskFormatError.single(str(meta_path), "must be a mapping (name:, category:, template:, ...)")
+    meta_path, meta = _read_task_yaml(path)
     where = str(meta_path)
+    check_strings(meta, where, c)
     for key in meta:
         if key not in _TASK_KEYS:
             c.add(where, f"unknown key; known keys: {', '.join(sorted(_TASK_KEYS))}", str(key))
-    name = meta.get("name") or path.name
+    name = meta.get("name")
+    if name is None or name == "":
+        name = path.name or path.resolve().name
+        problem = name_problem(name)
+        if problem:
+            c.add(where, f"no name given and the folder name {problem}; set name: in task.yaml", "name")
+    else:
+        if isinstance(name, int) and not isinstance(name, bool):
+            name = str(name)
+        problem = name_problem(name)
+        if problem:
+            c.add(where, f"{problem}; choose another name", "name")
+    name = str(name)
+    for key in ("family", "description"):
+        if meta.get(key) is not None and not isinstance(meta[key], (str, int, float)):
+            c.add(where, f"must be a string, got {type(meta[key]).__name__}", key)
+    label_separator = meta.get("label_separator", ", ")
+    if not isinstance(label_separator, str) or not label_separator:
+        c.add(where, f"must be a non-empty string, e.g. ', ', got {label_separator!r}", "label_separator")
+        label_separator = ", "
     category = meta.get("category")
     if category not in CATEGORIES:
         c.add(where, f"must be one of {', '.join(CATEGORIES)}, got {category!r}", "category")
-    metric = meta.get("metric") or DEFAULT_METRIC.get(category or "", "exact_match")
+    metric = meta.get("metric") or DEFAULT_METRIC.get(
+        category if isinstance(category, str) else "", "exact_match"
+    )
     if metric not in METRICS:
         c.add(where, f"must be one of {', '.join(METRICS)}, got {metric!r}", "metric")
     tmpl_data = meta.get("template") or {}
@@ -267,19 +405,23 @@ def load_task_dir(path: str | Path) -> Task:
 
         split_files = {}
         if check_source(meta["source"], where, c):
-            splits, files = read_source_splits(path, meta["source"], c)
+            splits, files = read_source_splits(path, meta["source"], c, where=where)
             split_files = {k: Path(v) for k, v in files.items()}
             if not splits and not c:
                 c.add(where, "the source produced no splits", "source")
     elif meta.get("splits"):
+        split_files = {}
         if not isinstance(meta["splits"], dict):
-            c.add(where, "must map split names to JSONL file names", "splits")
-            split_files = {}
+            c.add(where, "must map split names to JSONL file names, e.g. {train: train.jsonl}", "splits")
         else:
-            split_files = {str(k): path / str(v) for k, v in meta["splits"].items()}
+            for k, v in meta["splits"].items():
+                if isinstance(v, str) and v:
+                    split_files[str(k)] = path / v
+                else:
+                    c.add(where, f"must be a JSONL file name, got {v!r}", f"splits.{k}")
     else:
         split_files = {p.stem: p for p in sorted(path.glob("*.jsonl"))}
-    if not split_files and "source" not in meta:
+    if not split_files and "source" not in meta and not meta.get("splits"):
         c.add(str(path), "no splits: add train.jsonl / test.jsonl (one JSON example per line)")
     for split, f in split_files.items():
         if split in splits:
@@ -291,25 +433,50 @@ def load_task_dir(path: str | Path) -> Task:
     task = Task(
         source=str(path),
         split_files={k: str(v) for k, v in split_files.items()},
-        name=str(name),
+        name=name,
         category=str(category),
         template=template,
         splits=splits,
         metric=str(metric),
         labels=tuple(labels),
-        label_separator=str(meta.get("label_separator", ", ")),
+        label_separator=label_separator,
         family=str(meta.get("family") or name),
         description=str(meta.get("description") or ""),
     )
     # empty files and bad lines were reported while reading
-    validate_task(task, c, where=str(path), check_empty=False)
+    validate_task(task, c, where=str(path), check_empty=False, check_text=False)
     c.raise_if_any(TaskFormatError, title=f"invalid task {path}")
+    task.load_warnings = c.warnings
+    task.notes.extend(str(p) for p in c.warnings)
     return task
 
 
-def validate_task(task: Task, c: Collector, where: str | None = None, check_empty: bool = True) -> None:
-    """Task-level checks that need all splits: label sets, single-label classification, empties."""
+def validate_task(
+    task: Task, c: Collector, where: str | None = None, check_empty: bool = True, check_text: bool = True
+) -> None:
+    """Task-level checks that need all splits: a safe name, label sets, single-label classification,
+    empties, and (``check_text``; the loader checks while reading) text that cannot be encoded."""
     where = where or task.name
+    if check_text:
+        problem = name_problem(task.name)
+        if problem:
+            c.add(where, problem, "name")
+        for split, exs in task.splits.items():
+            n_bad = 0
+            for e in exs:
+                for fld, value in (
+                    ("input", e.input),
+                    ("output", e.output),
+                    *(("options", o) for o in e.options),
+                ):
+                    text_bad = text_problem(value)
+                    if text_bad:
+                        n_bad += 1
+                        if n_bad <= 5:
+                            c.add(_at(task, split, e), text_bad, fld)
+                        break
+            if n_bad > 5:
+                c.add(f"{where}/{split}", f"... and {n_bad - 5} more examples with invalid text")
     if task.category in ("cls", "nli"):
         for split, exs in task.splits.items():
             n_labels = len({e.output for e in exs})
@@ -337,8 +504,9 @@ def check_quality(task: Task, c: Collector, max_per_kind: int = 5) -> None:
 
     Duplicate examples, labels with stray whitespace, labels that differ only in case, options that
     do not contain the gold output. Each names file, line and field (at most ``max_per_kind`` per
-    kind and split, then a count).
+    kind and split, then a count). Warnings found while loading the task's files come first.
     """
+    c.problems.extend(task.load_warnings)
     for split, exs in task.splits.items():
         found: dict[str, list[tuple[str, str, str]]] = {}
         seen: dict[tuple[str, str], Example] = {}
@@ -378,31 +546,118 @@ def check_quality(task: Task, c: Collector, max_per_kind: int = 5) -> None:
                 c.warn(src, f"... and {len(items) - max_per_kind} more like the above")
 
 
-def find_task_dirs(root: str | Path) -> list[Path]:
-    """``root`` itself if it is a task folder, else every task folder below it."""
+def _exists(p: Path) -> bool:
+    """Whether ``p`` exists; False also when a parent folder cannot be searched (reported elsewhere)."""
+    try:
+        p.stat()
+    except OSError:
+        return False
+    return True
+
+
+def find_task_dirs(root: str | Path, c: Collector | None = None) -> list[Path]:
+    """``root`` itself if it is a task folder, else every task folder below it.
+
+    Symbolic links to folders are followed (each real folder is visited once). A folder that cannot be
+    read is recorded in ``c`` (when given) instead of being skipped silently.
+    """
     root = Path(root)
-    if (root / "task.yaml").exists():
+    if _exists(root / "task.yaml"):
         return [root]
-    return sorted(p.parent for p in root.rglob("task.yaml"))
+    found: list[Path] = []
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        real = os.path.realpath(d)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            if c is not None and d != root:
+                c.add(
+                    str(d),
+                    f"cannot read this folder ({e.strerror}); task folders inside it would be missed: fix its "
+                    f"permissions (e.g. chmod a+rx {d}) or move it out of {root}",
+                )
+            elif c is not None:
+                c.add(str(d), f"cannot read this folder ({e.strerror}); check its permissions")
+            continue
+        for entry in entries:
+            if entry.name == "task.yaml":
+                found.append(d)
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows symbolic links
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(Path(entry.path))
+    return sorted(found)
 
 
 def load_task_dirs(roots: list[str]) -> list[Task]:
-    """Load all task folders under ``roots``, collecting the problems of every task."""
+    """Load all task folders under ``roots``, collecting the problems of every task.
+
+    A folder reached twice (overlapping roots, links) is loaded once. Two folders whose tasks share a
+    name, or whose names would share output file names, are an error naming both folders.
+    """
     c = Collector()
     tasks: list[Task] = []
+    loaded: set[str] = set()
     for root in roots:
-        dirs = find_task_dirs(root)
-        if not dirs:
+        try:
+            Path(root).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            c.add(str(root), "does not exist, so no task.yaml here; give a task folder or a folder of them")
+            continue
+        except OSError as e:
+            c.add(str(root), f"cannot read ({e.strerror}); check the permissions of the folders above it")
+            continue
+        n_errors = len(c.errors)
+        if Path(root).is_file():
+            if Path(root).name != "task.yaml":
+                c.add(
+                    str(root),
+                    "is a file; give a task folder (the folder holding task.yaml) or a folder of them",
+                )
+                continue
+            dirs = [Path(root).parent]
+        else:
+            dirs = find_task_dirs(root, c)
+        if not dirs and len(c.errors) == n_errors:
             c.add(str(root), "no task.yaml found here or below; see docs/task_format.md")
         for d in dirs:
+            real = os.path.realpath(d)
+            if real in loaded:
+                continue
+            loaded.add(real)
             try:
                 tasks.append(load_task_dir(d))
             except TaskFormatError as e:
                 c.problems.extend(e.problems)
-    names = Counter(t.name for t in tasks)
-    for n, k in names.items():
-        if k > 1:
-            c.add(n, f"{k} task folders share this name; names must be unique")
+    by_key: dict[str, list[Task]] = {}
+    for t in tasks:
+        key = t.name.replace(":", "_").lower()  # as a file name, on case-insensitive file systems too
+        by_key.setdefault(key, []).append(t)
+    for group in by_key.values():
+        if len(group) < 2:
+            continue
+        folders = ", ".join(f"{t.source}/task.yaml" for t in group)
+        names = sorted({t.name for t in group})
+        if len(names) == 1:
+            msg = f"{len(group)} task folders share this name ({folders}); names must be unique"
+        else:
+            msg = (
+                f"task names {names} would share output file names ({folders}); names must be unique "
+                "ignoring case and with ':' read as '_'"
+            )
+        c.add(names[0], f"{msg}: set a different name: in all but one of them", "name")
     c.raise_if_any(TaskFormatError)
     return tasks
 
