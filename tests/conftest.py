@@ -25,6 +25,8 @@ def model(tok):
 def toy_task(n: int = 40, name: str = "toy", labels=("red", "blue", "green")) -> Task:
     """A classification task with balanced labels and varied input lengths."""
     exs = [Example(f"item {i} " + "x" * (i % 7), labels[i % len(labels)]) for i in range(n)]
+    # test inputs differ from every train input (evaluation drops train/test duplicates)
+    test = [Example(f"query {i} " + "y" * (i % 5), labels[i % len(labels)]) for i in range(n // 4)]
     return Task(
         name=name,
         category="cls",
@@ -33,7 +35,7 @@ def toy_task(n: int = 40, name: str = "toy", labels=("red", "blue", "green")) ->
             input_prefix="Text: ",
             output_prefix="Label:",
         ),
-        splits={"train": exs, "test": exs[: n // 4]},
+        splits={"train": exs, "test": test},
         labels=tuple(labels),
     )
 

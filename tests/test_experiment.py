@@ -56,6 +56,18 @@ def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys
     out = tmp_path / "exp"
     assert (out / "results.csv").exists() and (out / "plots" / "intent_many_0.png").exists()
     data = json.loads((out / "results.json").read_text())
+    # claims are computed verdicts, one of three words, each with its evidence
+    assert data["claims"] and all(
+        c["verdict"] in ("supported", "contradicted", "not significant", "not run") for c in data["claims"]
+    )
+    assert "## The paper's claims at this scale (computed)" in text and "[95% CI]" in text
+    from manyicl.evaluate import load_predictions
+
+    preds = load_predictions(out / "predictions.jsonl.gz")
+    assert {p["model"] for p in preds} >= set(cfg.methods)
+    # the experiment reports the model that actually ran
+    ecfg = (out / "eval_runs" / "eval__no_ft__intent_many_0" / "config.yaml").read_text()
+    assert "tiny-random-llama" in ecfg
     methods = {s["model"] for s in data["summary"]}
     assert methods == set(cfg.methods)
     # every meta-training method got the same supervision
@@ -95,3 +107,51 @@ def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys
     changed = {p.relative_to(out / "cells").as_posix() for p in after if before.get(p) != after[p]}
     assert changed == {"eval/zero_shot/numeric_compare_0.json", "ppl/no_ft.json"}
     assert not lock.exists()
+
+
+def test_budgets_give_every_method_the_same_steps_or_tokens(tmp_path):
+    from manyicl.experiment import Context, _loop_cfg, _method_data_cfg
+
+    cfg = _cfg(tmp_path, "budget=equal_tokens", "budget_tokens=3000")
+    ctx = Context(cfg, tmp_path, Cells(tmp_path), None, None, [], [])
+    for m in ("zero_shot", "few_shot_all", "many_shot_last", "many_shot_all"):
+        d = _method_data_cfg(ctx, m, 3)
+        assert d.tokens_per_task == 1000 and d.supervised_examples_per_task == 0
+        assert _loop_cfg(ctx, m).epochs == cfg.epochs
+    cfg = _cfg(tmp_path, "budget=equal_steps", "budget_steps=7")
+    ctx = Context(cfg, tmp_path, Cells(tmp_path), None, None, [], [])
+    for m in ("zero_shot", "many_shot_all"):
+        loop = _loop_cfg(ctx, m)
+        assert loop.max_steps == 7 and loop.epochs == 0
+    assert _loop_cfg(ctx, "task_level").epochs == cfg.epochs  # task-level FT has its own budget
+
+
+def test_equal_tokens_experiment_logs_validation_and_stops_task_level_early(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        "methods=[no_ft,zero_shot,many_shot_all,task_level]",
+        "budget=equal_tokens",
+        "budget_tokens=2400",
+        "train.train.eval_every=2",
+        "train.train.early_stopping_patience=1",
+        "val_windows=2",
+        "task_level_examples=40",
+        "task_level_dev_examples=8",
+        "ablation.categories=[]",
+        "run_perplexity=false",
+        "heldout_ce_sequences=1",
+        "demos_check_tasks=1",
+        "demos_check_queries=2",
+    )
+    experiment(cfg)
+    data = json.loads((tmp_path / "exp" / "results.json").read_text())
+    tokens = {m: c["summary"]["tokens_processed"] for m, c in data["train"].items()}
+    assert max(tokens.values()) / min(tokens.values()) < 1.5, tokens  # the same compute, up to one window
+    for c in data["train"].values():
+        vc = c["summary"]["val_curve"]
+        assert vc[0]["step"] == 0 and vc[-1]["step"] == c["summary"]["steps_run"]
+    tl = list(data["task_level"].values())
+    assert all(c["summary"]["val_curve"] for c in tl)
+    assert set(data["heldout_ce"]) == {"no_ft", "zero_shot", "many_shot_all"}
+    text = (tmp_path / "exp" / "report.md").read_text()
+    assert "Did training converge?" in text and "Fixed cached prompt vs fresh demonstrations" in text

@@ -12,10 +12,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import toy_task
 
 from manyicl.packing import balanced_order, balanced_sample, build_task_sequences, iid_label_order
 from manyicl.templates import tokenize_task
+
+from conftest import toy_task
 
 
 def sequence_labels(tt, seqs) -> list[list[int]]:
@@ -161,7 +162,9 @@ def test_eval_prompts_are_balanced_draws_in_random_order(k):
         assert max(c.values()) - min(c.get(j, 0) for j in range(3)) <= 1
     # the order is a uniform shuffle of the selection: no predictor does better than on a fresh shuffle
     shuffled = [list(np.random.default_rng(i).permutation(x)) for i, x in enumerate(labs)]
-    assert round_completion_accuracy(labs, 3) == pytest.approx(round_completion_accuracy(shuffled, 3), abs=0.04)
+    assert round_completion_accuracy(labs, 3) == pytest.approx(
+        round_completion_accuracy(shuffled, 3), abs=0.04
+    )
     assert run3_rate(labs) == pytest.approx(run3_rate(shuffled), abs=0.03)
     # every label is equally likely at every position (no position carries a fixed label)
     first = Counter(x[0] for x in labs)

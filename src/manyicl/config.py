@@ -245,6 +245,12 @@ class TrainLoopConfig:
     default the run is refused before the first step, with the settings that would fit."""
     log_every: int = 1
     """Write a metrics line every N steps."""
+    eval_every: int = 0
+    """With validation windows (held-in tasks' held-out examples, passed by the workflow), log the
+    validation loss every N steps and at the end, so a reader sees whether training converged. 0: never."""
+    early_stopping_patience: int = 0
+    """Stop when the validation loss has not improved for this many evaluations and keep the weights of
+    the best one (needs eval_every). 0: train all steps, keep the last weights."""
     save_every: int = 0
     """Write a resumable checkpoint every N steps (0: only at the end)."""
     keep_checkpoints: int = 2
@@ -541,6 +547,9 @@ class ScoringConfig:
     batch_tokens: int = 0
     """Query (+ option) tokens scored per forward pass; 0 picks 4096 on CPU and 16384 on a GPU. Queries
     share a pass under a block mask (measured on 2 CPU cores: 4096 beat 512 and 1024 by 1.4-1.6x)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype while scoring. ``auto``: float32 on CPU (bf16 cached and recomputed log-probs differ
+    by up to 0.34 nats and flip near-tied predictions; fp32 is exact), the model's dtype on a GPU."""
     generation_backend: Literal["manyicl", "vllm"] = "manyicl"
     """Greedy generation with manyicl's cached prompt, or vLLM with prefix caching (GPU, ``pip install
     vllm``). Option scoring always uses manyicl's path (vLLM recomputes prompts for prompt log-probs)."""
@@ -574,6 +583,16 @@ class EvalConfig:
     """Demonstration sampling seeds (mean +- std over them)."""
     max_queries: int = 100
     """Test queries per task: a fixed random subset, the same for every model, shot count and seed."""
+    dev_queries: int = 32
+    """Dev queries per task, disjoint from the test queries (from the eval split, else held out of the
+    demo pool): the "best over shots" shot count is chosen on them and reported on test. 0: no best."""
+    demos: Literal["per_seed", "per_query"] = "per_seed"
+    """``per_seed``: one balanced draw of demonstrations per seed and shot count, its prompt cached and
+    shared by every query; ``per_query``: fresh demonstrations for every query, as the paper samples
+    (one prefill per query: queries x slower)."""
+    dedup: bool = True
+    """Drop eval-split inputs that also occur in the demo split (normalised text) from both, counted in
+    the report."""
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     """Option scoring and generation settings."""
     add_bos: bool = True
@@ -602,6 +621,8 @@ class EvalConfig:
             c.add(_key(where, "seeds"), "is empty: give at least one seed, e.g. [0]")
         if self.max_queries <= 0:
             c.add(_key(where, "max_queries"), f"must be > 0, got {self.max_queries}")
+        if self.dev_queries < 0:
+            c.add(_key(where, "dev_queries"), f"must be >= 0 (0 = no dev selection), got {self.dev_queries}")
         for label, path in self.adapters.items():
             if path is not None and not isinstance(path, str):
                 c.add(_key(where, f"adapters.{label}"), f"must be an adapter directory or null, got {path!r}")
@@ -689,6 +710,28 @@ class ExperimentConfig:
     """Passes over each method's build; the step count follows from the build size."""
     task_level_examples: int = 512
     """Supervised examples per held-out task for task-level fine-tuning (one adapter per task)."""
+    budget: Literal["equal_examples", "equal_steps", "equal_tokens"] = "equal_examples"
+    """What every meta-training method gets the same of: supervised examples per task (the paper's
+    Appendix A.1; mask-last methods then run many more steps and tokens), optimizer steps
+    (``budget_steps``), or tokens processed (``budget_tokens``, i.e. the same compute)."""
+    budget_steps: int = 0
+    """Optimizer steps per method with ``budget: equal_steps``."""
+    budget_tokens: int = 0
+    """Tokens processed per method with ``budget: equal_tokens`` (spread evenly over the tasks)."""
+    val_windows: int = 16
+    """Validation windows (held-in tasks' ``eval.eval_split`` examples, each method's own objective),
+    scored every ``train.train.eval_every`` steps: did the method converge?"""
+    task_level_dev_examples: int = 64
+    """Examples of each held-out task's demo split kept out of task-level training as its dev set
+    (early stopping with ``train.train.early_stopping_patience``, best weights kept)."""
+    heldout_ce_sequences: int = 4
+    """Per held-out task, max-shot sequences (eval-split examples, i.i.d. labels in random order) on
+    which every model's target cross-entropy is measured: a low-variance second metric. 0: skip."""
+    demos_check_tasks: int = 0
+    """Measure ``eval.demos: per_query`` against the cached per-seed prompt once, on this many held-out
+    tasks with many_shot_all (or no_ft), first seed. 0: skip."""
+    demos_check_queries: int = 50
+    """Queries per task for the demos check."""
     ablation: AblationConfig = field(default_factory=AblationConfig)
     """Leave-one-category-out ablation."""
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
@@ -697,7 +740,7 @@ class ExperimentConfig:
     """Include the perplexity study."""
 
     def validate(self, where: str, c: Collector) -> None:
-        from .experiment import METHODS
+        from .methods import METHODS
 
         for m in self.methods:
             if m not in METHODS:
@@ -709,6 +752,10 @@ class ExperimentConfig:
             if cat not in ("cls", "nli", "qa", "mlcls", "sum", "math", "other"):
                 c.add(_key(where, "ablation.categories"), f"unknown category {cat!r}")
         _require_positive(self, where, c, "few_shot_k", "supervised_examples_per_task", "task_level_examples")
+        if self.budget == "equal_steps" and self.budget_steps <= 0:
+            c.add(_key(where, "budget_steps"), "must be > 0 with budget: equal_steps")
+        if self.budget == "equal_tokens" and self.budget_tokens <= 0:
+            c.add(_key(where, "budget_tokens"), "must be > 0 with budget: equal_tokens")
         if self.epochs <= 0:
             c.add(_key(where, "epochs"), f"must be > 0, got {self.epochs}")
         if not self.train.lora.enabled:

@@ -9,40 +9,19 @@ which cells are done, running and left without doing any work.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import ExperimentConfig, dump_yaml
 from .fileio import atomic_write_json, atomic_write_text
+from .methods import LABELS, META, METHODS  # noqa: F401 - re-exported for callers
 from .tasks import Task
 
 log = logging.getLogger(__name__)
-
-# method -> (shots, objective); "k" is ExperimentConfig.few_shot_k. None: no training.
-METHODS: dict[str, tuple[int | str, str] | None] = {
-    "no_ft": None,
-    "zero_shot": (0, "mask_last_target"),
-    "few_shot_last": ("k", "mask_last_target"),
-    "few_shot_all": ("k", "mask_all_targets"),
-    "many_shot_ar": ("max", "autoregressive"),
-    "many_shot_last": ("max", "mask_last_target"),
-    "many_shot_all": ("max", "mask_all_targets"),
-    "task_level": (0, "mask_last_target"),  # one adapter per held-out task, trained on that task
-}
-LABELS = {
-    "no_ft": "No fine-tuning",
-    "zero_shot": "Zero-shot FT",
-    "few_shot_last": "Few-shot FT (mask last)",
-    "few_shot_all": "Few-shot FT (mask all)",
-    "many_shot_ar": "Many-shot FT (autoregressive)",
-    "many_shot_last": "Many-shot FT (mask last)",
-    "many_shot_all": "Many-shot FT (mask all, ours)",
-    "task_level": "Task-level FT (upper bound)",
-}
-META = ("zero_shot", "few_shot_last", "few_shot_all", "many_shot_ar", "many_shot_last", "many_shot_all")
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,6 +88,8 @@ class Plan:
     held_out: list[str]  # held-out task names
     loco: dict[str, list[str]]  # category -> its held-out tasks
     ppl_models: list[str]
+    ce_models: list[str] = field(default_factory=list)
+    demos_check: list[str] = field(default_factory=list)
 
     def keys(self, cfg: ExperimentConfig) -> list[str]:
         keys = [f"train/{m}" for m in self.methods if m in META]
@@ -119,6 +100,8 @@ class Plan:
             keys += [f"loco/{cat}/train/{m}" for m in cfg.ablation.methods]
             keys += [f"loco/{cat}/eval/{m}/{t}" for m in cfg.ablation.methods for t in tasks]
         keys += [f"ppl/{m}" for m in self.ppl_models]
+        keys += [f"ce/{m}" for m in self.ce_models]
+        keys += [f"demos/{mode}/{t}" for t in self.demos_check for mode in ("per_seed", "per_query")]
         return keys
 
 
@@ -131,7 +114,9 @@ def make_plan(cfg: ExperimentConfig, held_out: list[Task]) -> Plan:
         else:
             log.warning("ablation category %s has no held-out task; skipped", cat)
     ppl = [m for m in cfg.methods if m == "no_ft" or m in META] if cfg.run_perplexity else []
-    return Plan(list(cfg.methods), [t.name for t in held_out], loco, ppl)
+    ce = [m for m in cfg.methods if m == "no_ft" or m in META] if cfg.heldout_ce_sequences else []
+    demos = [t.name for t in held_out][: cfg.demos_check_tasks]
+    return Plan(list(cfg.methods), [t.name for t in held_out], loco, ppl, ce, demos)
 
 
 def status_view(cfg: ExperimentConfig, plan: Plan, cells: Cells) -> str:
@@ -193,19 +178,67 @@ def shot_grid(cfg: ExperimentConfig) -> list:
     return sorted(ints) + (["max"] if "max" in cfg.eval.shots else [])
 
 
-def _method_data_cfg(ctx: Context, method: str, shots_override=None):
+def _method_data_cfg(ctx: Context, method: str, n_tasks: int, shots_override=None):
+    """The build of one method under the experiment's budget (``ExperimentConfig.budget``)."""
+    cfg = ctx.cfg
     shots, objective = METHODS[method]
     if shots == "k":
-        shots = ctx.cfg.few_shot_k
-    return replace(
-        ctx.cfg.train.data,
+        shots = cfg.few_shot_k
+    d = replace(
+        cfg.train.data,
         shots=shots if shots_override is None else shots_override,
         objective=objective,
-        supervised_examples_per_task=ctx.cfg.supervised_examples_per_task,
+        supervised_examples_per_task=cfg.supervised_examples_per_task,
+    )
+    if method == "task_level" or cfg.budget == "equal_examples":
+        return d
+    if cfg.budget == "equal_tokens":
+        total = cfg.budget_tokens
+    else:  # equal_steps: enough distinct data for one pass of budget_steps full windows
+        loop = cfg.train.train
+        total = cfg.budget_steps * d.max_length * loop.micro_batch_size * loop.grad_accum
+    return replace(
+        d, tokens_per_task=max(1, math.ceil(total / max(n_tasks, 1))), supervised_examples_per_task=0
     )
 
 
-def _train_cell(ctx: Context, key: str, out_dir: Path, data_cfg, tasks: list[Task]) -> dict:
+def _loop_cfg(ctx: Context, method: str):
+    """Steps: one pass over the build (equal_examples / equal_tokens) or exactly budget_steps."""
+    loop = replace(ctx.cfg.train.train, epochs=ctx.cfg.epochs)
+    if ctx.cfg.budget == "equal_steps" and method != "task_level":
+        loop = replace(loop, epochs=0.0, max_steps=ctx.cfg.budget_steps)
+    return loop
+
+
+def _val_data(ctx: Context, data_cfg, tasks: list[Task], split: str):
+    """A few windows of the same objective from examples the method never trains on."""
+    from .data import build_training_data
+
+    have = [t for t in tasks if t.has_split(split)]
+    if not have or not ctx.cfg.val_windows or not ctx.cfg.train.train.eval_every:
+        return None
+    vcfg = replace(
+        data_cfg,
+        train_split=split,
+        supervised_examples_per_task=0,
+        tokens_per_task=max(1, math.ceil(ctx.cfg.val_windows * data_cfg.max_length / len(have))),
+        seed=data_cfg.seed + 1,
+    )
+    data = build_training_data(have, ctx.tokenizer, vcfg)
+    data.windows = data.windows[: ctx.cfg.val_windows]
+    return data
+
+
+def _train_cell(
+    ctx: Context,
+    key: str,
+    out_dir: Path,
+    data_cfg,
+    tasks: list[Task],
+    method: str,
+    val_tasks: list[Task] | None = None,
+    val_split: str | None = None,
+) -> dict:
     """Train one adapter (resuming a killed attempt) and record its cost; returns the cell."""
     from .data import build_training_data
     from .train import prepare_model, train
@@ -214,18 +247,16 @@ def _train_cell(ctx: Context, key: str, out_dir: Path, data_cfg, tasks: list[Tas
     if done:
         return done
     with ctx.cells.working(key):
-        tcfg = replace(
-            ctx.cfg.train,
-            output_dir=str(out_dir),
-            data=data_cfg,
-            resume=True,
-            train=replace(ctx.cfg.train.train, epochs=ctx.cfg.epochs),
-        )
+        loop = _loop_cfg(ctx, method)
+        if method != "task_level":
+            loop = replace(loop, early_stopping_patience=0)
+        tcfg = replace(ctx.cfg.train, output_dir=str(out_dir), data=data_cfg, resume=True, train=loop)
         t0 = time.perf_counter()
         data = build_training_data(tasks, ctx.tokenizer, data_cfg)
+        val = _val_data(ctx, data_cfg, val_tasks or tasks, val_split or ctx.cfg.eval.eval_split)
         build_s = time.perf_counter() - t0
         model, _ = prepare_model(tcfg, base=ctx.model, tokenizer=ctx.tokenizer)
-        res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer)
+        res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer, val_data=val)
         ctx.model = model.unload()  # the LoRA layers go, the base weights were never touched
         if tcfg.train.gradient_checkpointing:
             ctx.model.gradient_checkpointing_disable()
@@ -233,6 +264,31 @@ def _train_cell(ctx: Context, key: str, out_dir: Path, data_cfg, tasks: list[Tas
         cell = {"final_dir": str(res.final_dir), "build_s": build_s, "summary": res.summary}
         ctx.cells.put(key, cell)
         return cell
+
+
+def _safe_name(name: str) -> str:
+    return name.replace(":", "_").replace("/", "_")
+
+
+def _task_level_split(task: Task, cfg: ExperimentConfig) -> tuple[Task, Task]:
+    """The held-out task's demo split without a dev slice (training), and the dev slice alone (early
+    stopping). The dev slice never reaches training, so the stopping point is chosen on unseen data."""
+    import numpy as np
+
+    from .data import stable_seed
+
+    pool = task.split(cfg.eval.demo_split)
+    n_dev = min(cfg.task_level_dev_examples, len(pool) // 4)
+    dev_idx = set(
+        np.random.default_rng(stable_seed("task_level_dev", task.name))
+        .choice(len(pool), n_dev, replace=False)
+        .tolist()
+    )
+    train = [e for i, e in enumerate(pool) if i not in dev_idx]
+    dev = [e for i, e in enumerate(pool) if i in dev_idx]
+    splits_train = dict(task.splits)
+    splits_train[cfg.eval.demo_split] = train
+    return replace(task, splits=splits_train), replace(task, splits={cfg.eval.demo_split: dev})
 
 
 def _main_process() -> bool:
@@ -249,7 +305,9 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _eval_cell(ctx: Context, key: str, label: str, adapter: str | None, task: Task, shots=None) -> dict:
+def _eval_cell(
+    ctx: Context, key: str, label: str, adapter: str | None, task: Task, shots=None, **overrides
+) -> dict:
     from .evaluate import evaluate
 
     done = ctx.cells.get(key)
@@ -258,14 +316,22 @@ def _eval_cell(ctx: Context, key: str, label: str, adapter: str | None, task: Ta
     with ctx.cells.working(key):
         ecfg = replace(
             ctx.cfg.eval,
+            model=replace(ctx.cfg.train.model, adapter=None),  # the model that actually ran
             output_dir=str(ctx.out / "eval_runs" / key.replace("/", "__")),
             adapters={label: adapter},
             plots=False,
             progress=False,
             shots=list(shots) if shots is not None else shot_grid(ctx.cfg),
+            **overrides,
         )
         res = evaluate(ecfg, model=ctx.model, tokenizer=ctx.tokenizer, tasks=[task])
-        cell = {"rows": res.rows, "summary": res.summary}
+        cell = {
+            "rows": res.rows,
+            "summary": res.summary,
+            "predictions": res.predictions,
+            "tasks": res.tasks,
+            "scoring_dtype": res.scoring_dtype,
+        }
         ctx.cells.put(key, cell)
         return cell
 
@@ -290,6 +356,61 @@ def _ppl_cell(ctx: Context, key: str, label: str, adapter: str | None) -> dict:
         return cell
 
 
+def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
+    """Target cross-entropy of one model on every held-out task's max-shot sequences (eval-split examples
+    in i.i.d.-label random order): a per-sequence, low-variance measure of in-context learning."""
+    from .data import stable_seed
+    from .modeling import load_adapter
+    from .packing import Window, build_task_sequences
+    from .templates import tokenize_task
+    from .train import validation_loss
+
+    done = ctx.cells.get(key)
+    if done or not _main_process():
+        return done or {}
+    with ctx.cells.working(key):
+        import numpy as np
+        import torch
+
+        dcfg = ctx.cfg.train.data
+        m = load_adapter(ctx.model, adapter) if adapter else ctx.model
+        orig = next(m.parameters()).dtype
+        device = next(m.parameters()).device
+        if device.type == "cpu" and orig != torch.float32:
+            m.to(torch.float32)  # exact scoring on CPU, as in evaluation
+        m.eval()
+        out = []
+        try:
+            for t in ctx.held_out:
+                split = ctx.cfg.eval.eval_split
+                if not t.has_split(split):
+                    continue
+                tt = tokenize_task(t, ctx.tokenizer, split, dcfg.max_length, "truncate_input", dcfg.add_bos)
+                rng = np.random.default_rng(stable_seed("heldout_ce", t.name))
+                seqs, _ = build_task_sequences(
+                    tt, "max", "mask_all_targets", dcfg.max_length, ctx.cfg.heldout_ce_sequences, rng
+                )
+                for i, sq in enumerate(seqs):
+                    ce = validation_loss(m, [Window([sq])], device)
+                    out.append(
+                        {
+                            "task": t.name,
+                            "sequence": i,
+                            "ce": ce,
+                            "targets": int(sq.loss_mask.sum()),
+                            "shots": sq.n_examples,
+                        }
+                    )
+        finally:
+            if adapter:
+                ctx.model = m.unload()
+            if next(ctx.model.parameters()).dtype != orig:
+                ctx.model.to(orig)
+        cell = {"rows": out}
+        ctx.cells.put(key, cell)
+        return cell
+
+
 def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bool = False) -> Path:
     """Run (or continue) every cell of the experiment, then write the report; returns report.md.
 
@@ -307,7 +428,7 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
         print(status_view(cfg, plan, cells))
         return out / "report.md"
     if report_only:
-        from .report import write_experiment_report
+        from .experiment_report import write_experiment_report
 
         return write_experiment_report(cfg, plan, cells)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,16 +445,27 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
     for m in plan.methods:
         if m in META:
             key = f"train/{m}"
-            cell = _train_cell(ctx, key, out / "train" / m, _method_data_cfg(ctx, m), held_in)
+            dcfg = _method_data_cfg(ctx, m, len(held_in))
+            cell = _train_cell(ctx, key, out / "train" / m, dcfg, held_in, m)
             adapters[m] = cell["final_dir"]
             show(key)
     task_level: dict[str, str] = {}
     if "task_level" in plan.methods:
         for t in held_out:
             key = f"train/task_level/{t.name}"
-            dcfg = replace(_method_data_cfg(ctx, "task_level"), train_split=cfg.eval.demo_split)
+            t_train, t_dev = _task_level_split(t, cfg)
+            dcfg = replace(_method_data_cfg(ctx, "task_level", 1), train_split=cfg.eval.demo_split)
             dcfg = replace(dcfg, supervised_examples_per_task=cfg.task_level_examples)
-            cell = _train_cell(ctx, key, out / "train" / "task_level" / t.name.replace(":", "_"), dcfg, [t])
+            cell = _train_cell(
+                ctx,
+                key,
+                out / "train" / "task_level" / _safe_name(t.name),
+                dcfg,
+                [t_train],
+                "task_level",
+                val_tasks=[t_dev],
+                val_split=cfg.eval.demo_split,
+            )
             task_level[t.name] = cell["final_dir"]
             show(key)
     loco_adapters: dict[tuple[str, str], str] = {}
@@ -341,7 +473,8 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
         tasks = [t for t in held_in if t.category != cat]
         for m in cfg.ablation.methods:
             key = f"loco/{cat}/train/{m}"
-            cell = _train_cell(ctx, key, out / "loco" / cat / m, _method_data_cfg(ctx, m), tasks)
+            dcfg = _method_data_cfg(ctx, m, len(held_in))  # the same total budget as with every category
+            cell = _train_cell(ctx, key, out / "loco" / cat / m, dcfg, tasks, m)
             loco_adapters[(cat, m)] = cell["final_dir"]
             show(key)
     for m in plan.methods:
@@ -362,10 +495,31 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
         key = f"ppl/{m}"
         _ppl_cell(ctx, key, m, adapters.get(m))
         show(key)
+    for m in plan.ce_models:
+        key = f"ce/{m}"
+        _ce_cell(ctx, key, adapters.get(m))
+        show(key)
+    check_model = "many_shot_all" if "many_shot_all" in adapters else "no_ft"
+    for t in [t for t in held_out if t.name in plan.demos_check]:
+        for mode in ("per_seed", "per_query"):
+            key = f"demos/{mode}/{t.name}"
+            _eval_cell(
+                ctx,
+                key,
+                check_model,
+                adapters.get(check_model),
+                t,
+                shots=[s for s in shot_grid(cfg) if s != 0],
+                demos=mode,
+                seeds=[cfg.eval.seeds[0]],
+                max_queries=cfg.demos_check_queries,
+                dev_queries=0,
+            )
+            show(key)
     _barrier()
     if not _main_process():
         return out / "report.md"
     print(status_view(cfg, plan, cells), flush=True)
-    from .report import write_experiment_report
+    from .experiment_report import write_experiment_report
 
     return write_experiment_report(cfg, plan, cells)

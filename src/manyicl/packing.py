@@ -194,6 +194,7 @@ def build_task_sequences(
         return seqs, stats
     lengths, labels = tt.lengths, tt.label_ids
     budget = max_length - len(tt.header)
+
     def more() -> bool:
         if token_budget:
             return stats.tokens < token_budget

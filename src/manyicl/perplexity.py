@@ -138,11 +138,13 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
             nll = 0.0
             count = 0
             nbytes = 0
+            per_window = []
             t0 = time.perf_counter()
             for w in plan[L]:
                 s, n = window_nll(m, torch.tensor(w, device=device), cfg.chunk)
                 nll += s
                 count += n
+                per_window.append(s / max(n, 1))
                 nbytes += len(tokenizer.decode(w[1:]).encode("utf-8"))
                 bar.update(1)
             if not count:
@@ -156,6 +158,7 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
                     "perplexity": math.exp(nll / count),
                     "bits_per_byte": nll / math.log(2) / max(nbytes, 1),
                     "seconds": time.perf_counter() - t0,
+                    "window_nll": per_window,  # mean NLL per token of each window (the same windows for every model)
                 }
             )
         if adapter:

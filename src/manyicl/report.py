@@ -13,25 +13,27 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def fmt_ci(mean: float | None, lo: float | None, hi: float | None, digits: int = 3) -> str:
+    """'0.512 [0.414, 0.609]': a score with its 95% interval."""
+    if mean is None:
+        return "-"
+    if lo is None or hi is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{lo:.{digits - 1}f}, {hi:.{digits - 1}f}]"
+
+
 def best_max_table(
     summary: list[dict],
     models: list[str] | None = None,
     markdown: bool = True,
-    bold_among: list[str] | None = None,
     labels: dict[str, str] | None = None,
     mean_column: bool = False,
 ) -> str:
-    """Rows = models, columns = tasks, cells = 'best / at max shots'; the best model per task in bold
-    (among ``bold_among`` when given, e.g. only the meta-learning methods)."""
+    """Rows = models, columns = tasks, cells = 'best (shot count chosen on dev, scored on test) / at max
+    shots'. No winner is marked: whether a difference is real is for the paired tests to say."""
     tasks = list(dict.fromkeys(s["task"] for s in summary))
     models = models or list(dict.fromkeys(s["model"] for s in summary))
     cell = {(s["model"], s["task"]): s for s in summary}
-    contenders = [m for m in models if bold_among is None or m in bold_among]
-    top = {}
-    for t in tasks:
-        vals = [cell[(m, t)]["best"] for m in contenders if (m, t) in cell]
-        # bold marks a winner; when every contender ties there is none
-        top[t] = max(vals) if vals and len(set(vals)) > 1 else None
     labels = labels or {}
     if markdown:
         head = "| model | " + " | ".join(tasks) + (" | mean |" if mean_column else " |")
@@ -41,25 +43,22 @@ def best_max_table(
             cells = []
             for t in tasks:
                 s = cell.get((m, t))
-                if s is None:
-                    cells.append("-")
-                    continue
-                txt = f"{_fmt(s['best'])} / {_fmt(s['at_max'])}"
-                bold = len(contenders) > 1 and m in contenders and s["best"] == top[t]
-                cells.append(f"**{txt}**" if bold else txt)
+                cells.append("-" if s is None else f"{_fmt(s['best'])} / {_fmt(s['at_max'])}")
             if mean_column:
                 got = [cell[(m, t)] for t in tasks if (m, t) in cell]
+                ok = len(got) == len(tasks) and all(g["best"] is not None for g in got)
                 cells.append(
                     f"{_fmt(sum(g['best'] for g in got) / len(got))} / {_fmt(sum(g['at_max'] for g in got) / len(got))}"
-                    if len(got) == len(tasks)
+                    if ok
                     else "-"
                 )
             lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
     width = max(12, *(len(t) for t in tasks)) if tasks else 12
-    lines = [f"{'model':<16}" + "".join(f"{t[:width]:>{width + 2}}" for t in tasks)]
+    mwidth = max(16, *(len(m) for m in models)) if models else 16
+    lines = [f"{'model':<{mwidth}}" + "".join(f"{t[:width]:>{width + 2}}" for t in tasks)]
     for m in models:
-        row = f"{m[:16]:<16}"
+        row = f"{m:<{mwidth}}"
         for t in tasks:
             s = cell.get((m, t))
             row += f"{(_fmt(s['best']) + '/' + _fmt(s['at_max'])) if s else '-':>{width + 2}}"
@@ -67,8 +66,34 @@ def best_max_table(
     return "\n".join(lines)
 
 
+def summary_table(summary: list[dict], labels: dict[str, str] | None = None) -> str:
+    """One row per task x model: queries, majority-class share, the dev-chosen shot count with its test
+    score, and the score at max shots, each with its 95% interval."""
+    labels = labels or {}
+    lines = [
+        "| task | model | n | majority | k (dev) | best: test at k [95% CI] | max k | at max [95% CI] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        k = "-" if s.get("best_shots") is None else f"{s['best_shots']:.0f}"
+        lines.append(
+            f"| {s['task']} | {labels.get(s['model'], s['model'])} | {s.get('n', '-')} | {_fmt(s.get('majority'))} | "
+            f"{k} | {fmt_ci(s.get('best'), s.get('best_lo'), s.get('best_hi'))} | {s['max_shots']:.0f} | "
+            f"{fmt_ci(s['at_max'], s.get('at_max_lo'), s.get('at_max_hi'))} |"
+        )
+    return "\n".join(lines)
+
+
+def _point_text(c: dict) -> str:
+    txt = fmt_ci(c["mean"], c.get("lo"), c.get("hi"))
+    if c.get("std") is not None and c.get("seeds", 1) >= 2:
+        txt += f" ±{c['std']:.3f} sd"
+    return txt
+
+
 def curve_table(summary: list[dict], task: str) -> str:
-    """Markdown table of one task's curve: shots x models, mean +- std over seeds."""
+    """Markdown table of one task's curve: shots x models; mean [95% interval over queries], and the
+    standard deviation over demonstration seeds where there are at least two."""
     rows = [s for s in summary if s["task"] == task]
     models = [s["model"] for s in rows]
     labels = list(dict.fromkeys(c["shots_requested"] for s in rows for c in s["curve"]))
@@ -79,12 +104,24 @@ def curve_table(summary: list[dict], task: str) -> str:
         for m in models:
             c = by.get((m, lab))
             cells.append(
-                "-"
-                if c is None
-                else f"{c['mean']:.3f} ± {c['std']:.3f}" + (f" (k={c['shots']:.0f})" if lab == "max" else "")
+                "-" if c is None else _point_text(c) + (f" (k={c['shots']:.0f})" if lab == "max" else "")
             )
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+_PALETTE = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+]  # fmt: skip
+
+
+def model_color(name: str, order: list[str] | None = None) -> str:
+    """A model keeps its colour in every plot of a report (by its place in ``order``, else its name)."""
+    import zlib
+
+    if order and name in order:
+        return _PALETTE[order.index(name) % len(_PALETTE)]
+    return _PALETTE[zlib.crc32(name.encode()) % len(_PALETTE)]
 
 
 def plot_curves(
@@ -93,41 +130,47 @@ def plot_curves(
     path: Path,
     title: str | None = None,
     hlines: dict[str, float] | None = None,
+    model_order: list[str] | None = None,
 ) -> Path:
-    """Score vs shots (symlog x so 0 shots shows), one line per model, +-std band, star at max shots;
-    ``hlines`` draws reference levels (e.g. task-level fine-tuning, the paper's dotted red line)."""
+    """Score vs shots, one line per model with its 95% band; ticks at the evaluated shot counts; the
+    point with the most shots that fit is a star (it may sit between grid points); the majority-class
+    share is a grey dashed line; ``hlines`` adds reference levels (e.g. task-level fine-tuning)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [s for s in summary if s["task"] == task]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s in rows:
-        pts = [c for c in s["curve"] if c["shots_requested"] != "max"]
+    order = model_order or [s["model"] for s in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ticks: set[float] = set()
+    for i, s in enumerate(rows):
+        pts = sorted(s["curve"], key=lambda c: c["shots"])
         mx = next((c for c in s["curve"] if c["shots_requested"] == "max"), None)
-        if mx and all(abs(c["shots"] - mx["shots"]) > 1e-9 for c in pts):
-            pts = sorted(pts + [mx], key=lambda c: c["shots"])
         xs = [c["shots"] for c in pts]
         ys = [c["mean"] for c in pts]
-        sd = [c["std"] for c in pts]
-        (line,) = ax.plot(xs, ys, marker="o", label=s["model"])
-        ax.fill_between(
-            xs,
-            [y - d for y, d in zip(ys, sd)],
-            [y + d for y, d in zip(ys, sd)],
-            alpha=0.15,
-            color=line.get_color(),
-        )
+        ticks |= set(xs)
+        color = model_color(s["model"], order)
+        # lines that coincide stay visible: a thin offset-free line on top of a wider one
+        ax.plot(xs, ys, marker="o", label=s["model"], color=color, linewidth=2.4 - 0.3 * (i % 4), alpha=0.9)
+        if all(c.get("lo") is not None for c in pts):
+            ax.fill_between(xs, [c["lo"] for c in pts], [c["hi"] for c in pts], alpha=0.12, color=color)
         if mx:
-            ax.plot([mx["shots"]], [mx["mean"]], marker="*", markersize=13, color=line.get_color())
+            ax.plot([mx["shots"]], [mx["mean"]], marker="*", markersize=13, color=color, linestyle="none")
+    if rows and rows[0].get("majority") is not None:
+        ax.axhline(rows[0]["majority"], linestyle="--", color="grey", linewidth=1, label="majority class")
     for label, y in (hlines or {}).items():
         ax.axhline(y, linestyle=":", color="red", label=label)
+    ax.plot([], [], marker="*", markersize=11, color="black", linestyle="none", label="most shots that fit")
     ax.set_xscale("symlog", linthresh=1)
+    tick_list = sorted(ticks)
+    ax.set_xticks(tick_list)
+    ax.set_xticklabels([f"{t:.0f}" for t in tick_list], fontsize=8)
+    ax.minorticks_off()
     ax.set_xlim(left=-0.2)
     ax.set_xlabel("shots (in-context examples)")
     metric = rows[0]["metric"] if rows else ""
-    ax.set_ylabel(metric)
+    ax.set_ylabel(f"{metric} (95% band)")
     ax.set_title(title or f"{task} ({rows[0]['category'] if rows else ''})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best", framealpha=0.6)
@@ -146,47 +189,54 @@ def write_csv(rows: list[dict], path: Path, fields: list[str]) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
-def write_eval_report(res, cfg) -> Path:
-    """results.json, results.csv (one row per model x task x shots, aggregated over seeds), report.md, plots."""
-    from .evaluate import save_results_json
+CURVE_FIELDS = [
+    "shots_requested", "shots", "n", "mean", "lo", "hi", "ci", "std", "seeds", "dev_mean",
+]  # fmt: skip
 
+
+def write_eval_report(res, cfg) -> Path:
+    """results.csv (one row per model x task x shots: n, mean, 95% interval, seeds), report.md, plots.
+    results.json and predictions.jsonl are written by the workflow (``res`` holds what they hold)."""
     out = res.output_dir
-    save_results_json(res, cfg)
     flat = []
     for s in res.summary:
         for c in s["curve"]:
             flat.append({k: s[k] for k in ("model", "task", "family", "category", "metric")} | c)
-    write_csv(
-        flat,
-        out / "results.csv",
-        ["model", "task", "family", "category", "metric", "shots_requested", "shots", "mean", "std", "seeds"],
-    )
+    write_csv(flat, out / "results.csv", ["model", "task", "family", "category", "metric", *CURVE_FIELDS])
     tasks = list(dict.fromkeys(s["task"] for s in res.summary))
+    models = list(dict.fromkeys(s["model"] for s in res.summary))
     plots = {}
     if cfg.plots:
         for t in tasks:
-            plots[t] = plot_curves(res.summary, t, out / "plots" / f"{t}.png")
+            plots[t] = plot_curves(res.summary, t, out / "plots" / f"{_safe(t)}.png", model_order=models)
+    seeds = list(cfg.seeds)
     lines = [
         "# manyicl evaluation report",
         "",
-        f"Model: `{cfg.model.name_or_path}`; compared: {', '.join(dict.fromkeys(s['model'] for s in res.summary))}. "
-        f"Context {cfg.max_length} tokens, seeds {cfg.seeds}, up to {cfg.max_queries} queries per task, "
-        f"scoring normalisation: {cfg.scoring.normalize}.",
+        f"Model: `{cfg.model.name_or_path}`; compared: {', '.join(models)}. Context {cfg.max_length} tokens; "
+        f"demonstration seeds {seeds} ({'fresh demonstrations per query' if cfg.demos == 'per_query' else 'one balanced draw in random order per seed and shot count, its prompt cached'}); "
+        f"up to {cfg.max_queries} test and {cfg.dev_queries} dev queries per task; scoring in "
+        f"{getattr(res, 'scoring_dtype', '') or cfg.model.dtype}, option normalisation `{cfg.scoring.normalize}`.",
         "",
-        "## Best / at-max-shots score per task (paper Table 4 style)",
+        "Intervals are 95%: Wilson for accuracy with one seed, otherwise a bootstrap over queries (each "
+        "query's mean over seeds). *± sd* is the spread over demonstration seeds, shown only with 2 or more. "
+        "0 shots has no demonstrations and is scored once. *Best* is the test score at the shot count "
+        "chosen on the dev queries, never a maximum over test points.",
         "",
-        "Each cell is *best score over the shot grid / score with the most shots that fit*; bold marks the best model.",
+        "## Per task",
         "",
-        best_max_table(res.summary),
-        "",
-        "## Shot curves",
+        summary_table(res.summary),
         "",
     ]
+    notes = _task_notes(getattr(res, "tasks", []), cfg)
+    if notes:
+        lines += ["## Data notes", "", *notes, ""]
+    lines += ["## Shot curves", ""]
     for t in tasks:
         s0 = next(s for s in res.summary if s["task"] == t)
         lines += [f"### {t} ({s0['category']}, {s0['metric']})", ""]
         if t in plots:
-            lines += [f"![{t}](plots/{t}.png)", ""]
+            lines += [f"![{t}](plots/{_safe(t)}.png)", ""]
         lines += [curve_table(res.summary, t), ""]
     if res.cache_timing:
         lines += [
@@ -203,12 +253,12 @@ def write_eval_report(res, cfg) -> Path:
         lines.append("")
     prefill = sum(r["prefill_s"] for r in res.rows)
     query = sum(r["query_s"] for r in res.rows)
-    nq = sum(r["n_queries"] for r in res.rows)
+    nq = sum(r["n_queries"] + r.get("n_dev", 0) for r in res.rows)
     lines += [
         "## Cost",
         "",
-        f"Prompt prefill (once per model x task x seed): {prefill:.1f} s. Query scoring: {query:.1f} s for {nq} "
-        f"query evaluations ({1000 * query / max(nq, 1):.1f} ms each).",
+        f"Prompt prefill (one per model x task x seed x shot count{', and per query' if cfg.demos == 'per_query' else ''}): "
+        f"{prefill:.1f} s. Query scoring: {query:.1f} s for {nq} query evaluations ({1000 * query / max(nq, 1):.1f} ms each).",
         "",
     ]
     mem = res.memory or {}
@@ -220,7 +270,32 @@ def write_eval_report(res, cfg) -> Path:
             f"measured peak RSS {m['peak_rss_mb']:,.0f} MB{cuda}.",
             "",
         ]
+    lines += [
+        "Every query outcome is in `predictions.jsonl` (model, task, seed, shots, split, query, gold, prediction, score, correct).",
+        "",
+    ]
     return atomic_write_text(out / "report.md", "\n".join(lines))
+
+
+def _task_notes(tasks: list[dict], cfg) -> list[str]:
+    """Lines on what the data did: duplicates removed, queries skipped, shot counts that did not fit."""
+    notes = []
+    for t in tasks:
+        d = t.get("duplicates") or {}
+        if d.get("inputs"):
+            notes.append(
+                f"- {t['task']}: {d['inputs']} input(s) occur in both the demo and the eval split; dropped "
+                f"{d['queries_dropped']} eval and {d['demos_dropped']} demo example(s)."
+            )
+        if t.get("skipped_queries"):
+            notes.append(
+                f"- {t['task']}: {t['skipped_queries']} quer(ies) skipped as too long (on_overlong=skip)."
+            )
+        if t.get("dev_split") and t.get("dev_split") != cfg.eval_split:
+            notes.append(
+                f"- {t['task']}: dev queries held out of the '{t['dev_split']}' split (eval split too small)."
+            )
+    return notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,166 +303,8 @@ def write_eval_report(res, cfg) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _curve_point(summary: dict, shots_label: str) -> dict | None:
-    return next((c for c in summary["curve"] if c["shots_requested"] == shots_label), None)
-
-
-def write_experiment_report(cfg, plan, cells) -> Path:
-    """report.md, results.json, results.csv and plots for an experiment (paper Tables 4, 5, 7, 10, 11; Figure 5)."""
-    from .experiment import LABELS, META
-    from .fileio import atomic_write_json
-    from .perplexity import perplexity_table
-
-    out = Path(cfg.output_dir)
-    summary, rows = [], []
-    for m in plan.methods:
-        for t in plan.held_out:
-            c = cells.get(f"eval/{m}/{t}")
-            if c:
-                summary += c["summary"]
-                rows += c["rows"]
-    train_cells = {m: cells.get(f"train/{m}") for m in plan.methods if m in META}
-    tl_cells = (
-        {t: cells.get(f"train/task_level/{t}") for t in plan.held_out} if "task_level" in plan.methods else {}
-    )
-    ppl_rows = [r for m in plan.ppl_models for r in (cells.get(f"ppl/{m}") or {}).get("rows", [])]
-    loco = {}
-    for cat, tasks in plan.loco.items():
-        for m in cfg.ablation.methods:
-            for t in tasks:
-                c = cells.get(f"loco/{cat}/eval/{m}/{t}")
-                if c:
-                    loco.setdefault(cat, []).extend(c["summary"])
-
-    flat = []
-    for s_ in summary:
-        for c in s_["curve"]:
-            flat.append({k: s_[k] for k in ("model", "task", "category", "metric")} | c)
-    write_csv(
-        flat,
-        out / "results.csv",
-        ["model", "task", "category", "metric", "shots_requested", "shots", "mean", "std", "seeds"],
-    )
-    atomic_write_json(
-        out / "results.json",
-        {
-            "summary": summary,
-            "rows": rows,
-            "train": train_cells,
-            "task_level": tl_cells,
-            "perplexity": ppl_rows,
-            "ablation": loco,
-        },
-    )
-    methods = [m for m in plan.methods]
-    # task-level models are evaluated at 0 shots only: a reference level, not a curve
-    tl = {s_["task"]: s_["best"] for s_ in summary if s_["model"] == "task_level"}
-    curves = [s_ for s_ in summary if s_["model"] != "task_level"]
-    for t in plan.held_out:
-        if any(s_["task"] == t for s_ in curves):
-            plot_curves(
-                curves,
-                t,
-                out / "plots" / f"{_safe(t)}.png",
-                hlines={"task-level FT": tl[t]} if t in tl else None,
-            )
-
-    lines = [
-        f"# Experiment report: {Path(cfg.output_dir).name}",
-        "",
-        f"Base model `{cfg.train.model.name_or_path}` ({cfg.train.model.dtype}), LoRA r={cfg.train.lora.r} on "
-        f"{', '.join(cfg.train.lora.target_modules)}; context {cfg.train.data.max_length} tokens in training and "
-        f"{cfg.eval.max_length} in evaluation. {cfg.supervised_examples_per_task} supervised examples per training task "
-        f"for every meta-training method ({cfg.epochs:g} epoch); few-shot k={cfg.few_shot_k}. Evaluation: "
-        f"{cfg.eval.max_queries} queries per task, seeds {cfg.eval.seeds}, shots {shot_grid_str(cfg)}.",
-        "",
-        "## Best / at-max-shots score per held-out task (paper Table 4)",
-        "",
-        "Each cell is *best over the shot grid / with the most shots that fit*. Bold: best meta-learning method "
-        "(zero-, few-, many-shot fine-tuning). Task-level FT is one adapter per task, evaluated at 0 shots (upper bound).",
-        "",
-        best_max_table(summary, methods, bold_among=list(META), labels=LABELS, mean_column=True),
-        "",
-    ]
-    lines += ["## Shot curves (paper Figure 5)", ""]
-    for t in plan.held_out:
-        if not any(s_["task"] == t for s_ in curves):
-            continue
-        s0 = next(s_ for s_ in curves if s_["task"] == t)
-        lines += [f"### {t} ({s0['category']}, {s0['metric']})", "", f"![{t}](plots/{_safe(t)}.png)", ""]
-        lines += [curve_table(curves, t)]
-        if t in tl:
-            lines += ["", f"Task-level fine-tuning (0 shots): {tl[t]:.3f}"]
-        lines.append("")
-    if ppl_rows:
-        lines += [
-            "## Forgetting: long-context perplexity on books (paper Table 5)",
-            "",
-            perplexity_table(ppl_rows, baseline="no_ft"),
-            "",
-        ]
-    if loco:
-        lines += ["## Leave-one-category-out ablation (paper Tables 10 and 11)", ""]
-        for cat, summ in loco.items():
-            tasks = plan.loco[cat]
-            base_rows = [
-                s_ for s_ in summary if s_["task"] in tasks and s_["model"] in ("no_ft", "many_shot_all")
-            ]
-            renamed = [
-                dict(s_, model="many_shot_all (all data)") if s_["model"] == "many_shot_all" else s_
-                for s_ in base_rows
-            ]
-            table = renamed + summ
-            order = (
-                ["no_ft"]
-                + [f"{m}_without_{cat}" for m in cfg.ablation.methods]
-                + ["many_shot_all (all data)"]
-            )
-            order = [o for o in order if any(s_["model"] == o for s_ in table)]
-            lines += [
-                f"### Without {cat} training tasks: best / at max shots",
-                "",
-                best_max_table(table, order),
-                "",
-            ]
-            lines += [
-                f"### Without {cat} training tasks: 0-shot / {cfg.few_shot_k}-shot",
-                "",
-                _zero_k_table(table, order, tasks, cfg.few_shot_k),
-                "",
-            ]
-    lines += ["## Cost (paper Tables 7 and 8)", "", _cost_table(train_cells, tl_cells, LABELS), ""]
-    lines += [
-        "Tokens processed are measured on each method's actual build; *mask-last equivalent* is what mask-last-target "
-        "training would process to supervise the same targets (paper Table 7). Wall-clock and tokens/s are measured "
-        "during training on this machine.",
-        "",
-    ]
-    return atomic_write_text(out / "report.md", "\n".join(lines))
-
-
-def shot_grid_str(cfg) -> str:
-    from .experiment import shot_grid
-
-    return ", ".join(map(str, shot_grid(cfg)))
-
-
 def _safe(name: str) -> str:
     return name.replace(":", "_").replace("/", "_")
-
-
-def _zero_k_table(summary: list[dict], models: list[str], tasks: list[str], k: int) -> str:
-    cell = {(s_["model"], s_["task"]): s_ for s_ in summary}
-    lines = ["| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    for m in models:
-        vals = []
-        for t in tasks:
-            s_ = cell.get((m, t))
-            zero = _curve_point(s_, "0") if s_ else None
-            kk = _curve_point(s_, str(k)) if s_ else None
-            vals.append(f"{_fmt(zero['mean'] if zero else None)} / {_fmt(kk['mean'] if kk else None)}")
-        lines.append(f"| {m} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
 
 
 def _cost_table(train_cells: dict, tl_cells: dict, labels: dict) -> str:

@@ -356,10 +356,33 @@ def prepare_model(cfg: TrainConfig, base=None, tokenizer=None):
     return model, tokenizer
 
 
+@torch.no_grad()
+def validation_loss(model, windows: list[Window], device, layout: str = "row") -> float:
+    """Mean cross-entropy per supervised token over ``windows`` (the training objective, no update)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for w in windows:
+        loss_sum, n = supervised_loss_sum(model, collate([w], layout), device)
+        total += float(loss_sum)
+        count += int(n)
+    if was_training:
+        model.train()
+    return total / max(count, 1)
+
+
 def train(
-    cfg: TrainConfig, data: TrainingData | None = None, model=None, tokenizer=None, ref_model=None
+    cfg: TrainConfig,
+    data: TrainingData | None = None,
+    model=None,
+    tokenizer=None,
+    ref_model=None,
+    val_data: TrainingData | None = None,
 ) -> TrainResult:
     """Fine-tune per ``cfg``. ``data``/``model``/``tokenizer`` may be passed in to reuse them.
+
+    ``val_data``: validation windows, scored every ``train.eval_every`` steps (and used for early
+    stopping with ``train.early_stopping_patience``).
 
     ``ref_model`` is the frozen base for ``optim.kl_to_base`` with full fine-tuning; when it is needed and
     not given, a copy of ``model`` is taken before training (and before loading a checkpoint)."""
@@ -485,6 +508,15 @@ def train(
     end = cfg.train.max_steps
     if cfg.train.stop_after_steps:
         end = min(end, start + cfg.train.stop_after_steps)
+    val_every = cfg.train.eval_every if val_data is not None and val_data.windows else 0
+    val_curve: list[tuple[int, float]] = []
+    best_val, best_step, best_state, stale = float("inf"), None, None, 0
+    stopped_early = False
+    if val_every and is_main and start == 0:
+        v0 = validation_loss(model, val_data.windows, device, layout)
+        val_curve.append((0, v0))
+        with metrics_path.open("a") as f:
+            f.write(json.dumps({"step": 0, "val_loss": round(v0, 6)}) + "\n")
     for step in range(start, end):
         idx = sched.step_indices(step)
         step_windows: list[list[Window]] = [[data.windows[i] for i in micro] for r in idx for micro in r]
@@ -548,6 +580,27 @@ def train(
                     tb.add_scalar(f"train/{k}", rec[k], done)
         bar.set_postfix(loss=f"{loss_global:.4f}", tok_s=f"{tokens_seen / elapsed:,.0f}")
         bar.update(1)
+        if val_every and (done % val_every == 0 or done == cfg.train.max_steps):
+            v = validation_loss(accelerator.unwrap_model(model), val_data.windows, device, layout)
+            val_curve.append((done, v))
+            if is_main:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps({"step": done, "val_loss": round(v, 6)}) + "\n")
+            if v < best_val - 1e-6:
+                best_val, best_step, stale = v, done, 0
+                if cfg.train.early_stopping_patience:
+                    best_state = {
+                        k: t.detach().clone()
+                        for k, t in trainable_state(accelerator.unwrap_model(model)).items()
+                    }
+            else:
+                stale += 1
+            if cfg.train.early_stopping_patience and stale >= cfg.train.early_stopping_patience:
+                log.info(
+                    "early stop at step %d: validation loss best at step %d (%.4f)", done, best_step, best_val
+                )
+                stopped_early = True
+                break
         if done < cfg.train.max_steps and (
             (cfg.train.save_every and done % cfg.train.save_every == 0) or done == end
         ):
@@ -566,10 +619,15 @@ def train(
     elapsed = time.perf_counter() - t0
     mem.stop()
     accelerator.wait_for_everyone()
-    if end < cfg.train.max_steps:
+    if end < cfg.train.max_steps and not stopped_early:
         log.info("stopped after step %d of %d; continue with --resume", end, cfg.train.max_steps)
         return TrainResult(out, out / "checkpoints" / f"step-{end:06d}", {})
     unwrapped = accelerator.unwrap_model(model)
+    if best_state is not None:  # early stopping keeps the weights of the best validation loss
+        with torch.no_grad():
+            named = dict(unwrapped.named_parameters())
+            for k, t in best_state.items():
+                named[k].copy_(t)
     final_dir = out / ("adapter" if cfg.lora.enabled else "model")
     summary = {
         "steps": cfg.train.max_steps,
@@ -587,6 +645,12 @@ def train(
         "memory": {"estimate": mem_est, "measured": mem.as_dict()},
         "build": data.stats.totals(),
     }
+    if val_every:
+        summary["val_curve"] = [{"step": a, "val_loss": b} for a, b in val_curve]
+        summary["best_val_step"] = best_step
+        summary["best_val_loss"] = best_val if best_step is not None else None
+        summary["stopped_early"] = stopped_early
+        summary["steps_run"] = val_curve[-1][0] if val_curve else cfg.train.max_steps
     if kl_w:
         summary["kl_to_base"] = kl_w
         summary["final_kl"] = last_kl  # of the last step with tagged windows
