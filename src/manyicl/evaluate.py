@@ -231,7 +231,7 @@ def per_query_demos(pt: PreparedTask, cfg: EvalConfig, seed: int, k: int, query:
 def batch_tokens(setting: int, device) -> int:
     if setting:
         return setting
-    return 16384 if str(device).startswith("cuda") else 4096
+    return 16384 if str(device).startswith("cuda") else 1024
 
 
 class PromptOnly:
@@ -334,7 +334,9 @@ def scoring_dtype(cfg: EvalConfig, device) -> str:
     near-tied predictions; on a GPU the model's own dtype."""
     if cfg.scoring.dtype != "auto":
         return cfg.scoring.dtype
-    return "float32" if str(device) == "cpu" else cfg.model.dtype
+    from .modeling import resolve_dtype
+
+    return "float32" if str(device) == "cpu" else resolve_dtype(cfg.model.dtype, str(device))
 
 
 def _prompt(pt: PreparedTask, demo_idx) -> list[int]:

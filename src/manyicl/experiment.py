@@ -210,18 +210,21 @@ def _loop_cfg(ctx: Context, method: str):
     return loop
 
 
-def _val_data(ctx: Context, data_cfg, tasks: list[Task], split: str):
-    """A few windows of the same objective from examples the method never trains on."""
+def _val_data(ctx: Context, data_cfg, tasks: list[Task], split: str, whole: bool = False):
+    """A few windows of the same objective from examples the method never trains on (``whole``: every
+    example of the split once, e.g. a task-level dev slice)."""
     from .data import build_training_data
 
     have = [t for t in tasks if t.has_split(split)]
-    if not have or not ctx.cfg.val_windows or not ctx.cfg.train.train.eval_every:
+    if not have or not ctx.cfg.val_windows or not (ctx.cfg.train.train.eval_every or whole):
         return None
     vcfg = replace(
         data_cfg,
         train_split=split,
-        supervised_examples_per_task=0,
-        tokens_per_task=max(1, math.ceil(ctx.cfg.val_windows * data_cfg.max_length / len(have))),
+        supervised_examples_per_task=len(have[0].split(split)) if whole else 0,
+        tokens_per_task=0
+        if whole
+        else max(1, math.ceil(ctx.cfg.val_windows * data_cfg.max_length / len(have))),
         seed=data_cfg.seed + 1,
     )
     data = build_training_data(have, ctx.tokenizer, vcfg)
@@ -250,10 +253,18 @@ def _train_cell(
         loop = _loop_cfg(ctx, method)
         if method != "task_level":
             loop = replace(loop, early_stopping_patience=0)
+        else:
+            loop = replace(loop, eval_every=ctx.cfg.task_level_eval_every)
         tcfg = replace(ctx.cfg.train, output_dir=str(out_dir), data=data_cfg, resume=True, train=loop)
         t0 = time.perf_counter()
         data = build_training_data(tasks, ctx.tokenizer, data_cfg)
-        val = _val_data(ctx, data_cfg, val_tasks or tasks, val_split or ctx.cfg.eval.eval_split)
+        val = _val_data(
+            ctx,
+            data_cfg,
+            val_tasks or tasks,
+            val_split or ctx.cfg.eval.eval_split,
+            whole=val_tasks is not None,
+        )
         build_s = time.perf_counter() - t0
         model, _ = prepare_model(tcfg, base=ctx.model, tokenizer=ctx.tokenizer)
         res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer, val_data=val)
@@ -289,6 +300,12 @@ def _task_level_split(task: Task, cfg: ExperimentConfig) -> tuple[Task, Task]:
     splits_train = dict(task.splits)
     splits_train[cfg.eval.demo_split] = train
     return replace(task, splits=splits_train), replace(task, splits={cfg.eval.demo_split: dev})
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 def _main_process() -> bool:
@@ -468,6 +485,8 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
             )
             task_level[t.name] = cell["final_dir"]
             show(key)
+            if not _distributed():  # one process: evaluate at once, so the adapter is not needed later
+                _eval_cell(ctx, f"eval/task_level/{t.name}", "task_level", cell["final_dir"], t, shots=[0])
     loco_adapters: dict[tuple[str, str], str] = {}
     for cat in plan.loco:  # every training before any evaluation: under torchrun the other ranks only train
         tasks = [t for t in held_in if t.category != cat]

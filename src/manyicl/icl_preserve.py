@@ -243,7 +243,7 @@ def _train_cfg(ctx: Context, run: RunSpec):
 
 def _run_cells(ctx: Context, run: RunSpec) -> dict:
     """Train (unless its cell is done) and evaluate one run; returns the merged cell."""
-    from .modeling import _DTYPES, load_model
+    from .modeling import _DTYPES, load_model, resolve_dtype
     from .train import prepare_model, train
 
     tkey, ekey = f"train/{run.name}", f"eval/{run.name}"
@@ -298,7 +298,7 @@ def _run_cells(ctx: Context, run: RunSpec) -> dict:
                     tokenizer=ctx.tokenizer,
                 )
             # evaluated in the same dtype as the base model and the LoRA runs
-            full_model.to(_DTYPES[dtype]).eval()
+            full_model.to(_DTYPES[resolve_dtype(dtype)]).eval()
             full_model.config.use_cache = False
             ecell = _evaluate(ctx, run.name, run.name, full_model, None)
             del full_model
