@@ -512,8 +512,11 @@ def train(
     val_curve: list[tuple[int, float]] = []
     best_val, best_step, best_state, stale = float("inf"), None, None, 0
     stopped_early = False
+    val_s = 0.0  # validation time, kept out of tokens/s
     if val_every and is_main and start == 0:
+        tv = time.perf_counter()
         v0 = validation_loss(model, val_data.windows, device, layout)
+        val_s += time.perf_counter() - tv
         val_curve.append((0, v0))
         with metrics_path.open("a") as f:
             f.write(json.dumps({"step": 0, "val_loss": round(v0, 6)}) + "\n")
@@ -557,7 +560,7 @@ def train(
                 kl_run += torch.tensor([kl_tot, kl_n], dtype=torch.float64)
         tokens_seen += step_tokens
         sup_seen += total_sup
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0 - val_s
         done = step + 1
         if is_main and (done % cfg.train.log_every == 0 or done == cfg.train.max_steps):
             rec = {
@@ -581,7 +584,9 @@ def train(
         bar.set_postfix(loss=f"{loss_global:.4f}", tok_s=f"{tokens_seen / elapsed:,.0f}")
         bar.update(1)
         if val_every and (done % val_every == 0 or done == cfg.train.max_steps):
+            tv = time.perf_counter()
             v = validation_loss(accelerator.unwrap_model(model), val_data.windows, device, layout)
+            val_s += time.perf_counter() - tv
             val_curve.append((done, v))
             if is_main:
                 with metrics_path.open("a") as f:
@@ -616,7 +621,7 @@ def train(
                 )
                 _prune_checkpoints(out, cfg.train.keep_checkpoints)
     bar.close()
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0 - val_s
     mem.stop()
     accelerator.wait_for_everyone()
     if end < cfg.train.max_steps and not stopped_early:
@@ -650,6 +655,7 @@ def train(
         summary["best_val_step"] = best_step
         summary["best_val_loss"] = best_val if best_step is not None else None
         summary["stopped_early"] = stopped_early
+        summary["validation_s"] = val_s
         summary["steps_run"] = val_curve[-1][0] if val_curve else cfg.train.max_steps
     if kl_w:
         summary["kl_to_base"] = kl_w

@@ -1,0 +1,40 @@
+"""scripts/gpu_paper_small.sh --tiny: the GPU recipe (every cell: methods, task-level FT, ablation,
+perplexity, held-out CE, demos check) run end to end on CPU with the tiny model, as CI does."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MANYICL_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.mark.skipif(not (DATA / "rte").is_dir(), reason="needs the shared data (../shared/data)")
+def test_gpu_paper_small_tiny_mode_runs_every_cell(tmp_path):
+    out = tmp_path / "gpu"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_paper_small.sh"), str(out), "--tiny"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "MANYICL_DATA": str(DATA)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "0 left" in proc.stdout
+    data = json.loads((out / "results.json").read_text())
+    assert {s["task"] for s in data["summary"]} == {"rte", "cb"}
+    assert {c["verdict"] for c in data["claims"]} <= {
+        "supported",
+        "contradicted",
+        "not significant",
+        "not run",
+    }
+    assert (out / "predictions.jsonl.gz").stat().st_size > 0
+    assert "## The paper's claims at this scale (computed)" in (out / "report.md").read_text()
+    bad = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_paper_small.sh"), str(out), "--huge"], capture_output=True
+    )
+    assert bad.returncode == 2
