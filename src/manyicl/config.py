@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -214,6 +215,8 @@ class OptimConfig:
             c.add(_key(where, "lr"), f"must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             c.add(_key(where, "weight_decay"), f"must be >= 0, got {self.weight_decay}")
+        if self.eps <= 0:
+            c.add(_key(where, "eps"), f"must be > 0 (AdamW divides by sqrt(v) + eps), got {self.eps}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             c.add(_key(where, "betas"), f"must be two numbers in [0, 1), got {self.betas}")
         if self.warmup_steps < 0:
@@ -411,6 +414,16 @@ def _coerce(value: Any, tp: Any, where: str, c: Collector, base: Any = None) -> 
     return value
 
 
+def _non_finite(value: Any) -> float | None:
+    """The first NaN or infinity in a float value (or a list of them): no setting means either, and
+    both train silently to NaN weights."""
+    vals = value if isinstance(value, list) else [value]
+    for v in vals:
+        if isinstance(v, float) and not math.isfinite(v):
+            return v
+    return None
+
+
 def _build(cls: type, data: dict, prefix: str, c: Collector, base: Any = None) -> Any:
     hints = typing.get_type_hints(cls)
     base = base if base is not None else cls()
@@ -426,6 +439,10 @@ def _build(cls: type, data: dict, prefix: str, c: Collector, base: Any = None) -
         out = _coerce(value, hints[key], where, c, base=getattr(base, key))
         if out is _NO:
             c.add(where, f"expected {_type_name(hints[key])}, got {value!r}")
+            continue
+        bad = _non_finite(out)
+        if bad is not None:
+            c.add(where, f"must be a finite number, got {bad!r}")
             continue
         kwargs[key] = out
     obj = dataclasses.replace(base, **kwargs)
@@ -762,6 +779,9 @@ class ExperimentConfig:
     """Forgetting: long-context perplexity of the base model and every meta-trained model."""
     run_perplexity: bool = True
     """Include the perplexity study."""
+    overwrite: bool = False
+    """Discard the finished cells in output_dir when they were made with other settings (by default such
+    a run is refused: it would report numbers the new settings did not produce)."""
 
     def validate(self, where: str, c: Collector) -> None:
         from .methods import METHODS

@@ -42,10 +42,22 @@ class Cells:
         return self.root / f"{key}.running"
 
     def get(self, key: str) -> dict | None:
+        """The finished cell, or None. A cell file that does not parse (torn by a crash or edited) is set
+        aside as ``<key>.json.corrupt`` and its work redone, never trusted and never fatal."""
         import json
 
         p = self._json(key)
-        return json.loads(p.read_text()) if p.exists() else None
+        if not p.exists():
+            return None
+        try:
+            value = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+            return value
+        except (ValueError, UnicodeDecodeError) as e:
+            log.warning("cell %s is unreadable (%s); set aside as %s.corrupt and redone", key, e, p.name)
+            os.replace(p, p.with_name(p.name + ".corrupt"))
+            return None
 
     def put(self, key: str, value: dict) -> None:
         atomic_write_json(self._json(key), value)
@@ -56,10 +68,8 @@ class Cells:
         lock = self._lock(key)
         if lock.exists():
             try:
-                pid = int(lock.read_text().split()[0])
-                os.kill(pid, 0)
-                return "running"
-            except (ValueError, ProcessLookupError, PermissionError, IndexError):
+                return "running" if _lock_holder_alive(lock.read_text()) else "interrupted"
+            except OSError:
                 return "interrupted"
         return "todo"
 
@@ -67,11 +77,31 @@ class Cells:
     def working(self, key: str):
         lock = self._lock(key)
         lock.parent.mkdir(parents=True, exist_ok=True)
-        lock.write_text(f"{os.getpid()} {time.time():.0f}\n")
+        lock.write_text(f"{os.getpid()} {_process_start(os.getpid()):.2f}\n")
         try:
             yield
         finally:
             lock.unlink(missing_ok=True)
+
+
+def _process_start(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).create_time()
+
+
+def _lock_holder_alive(text: str) -> bool:
+    """A lock names its process and that process's start time, so a stale lock whose PID now belongs to
+    an unrelated process is not mistaken for a running cell."""
+    try:
+        pid_s, start_s = text.split()[:2]
+        pid, start = int(pid_s), float(start_s)
+    except ValueError:
+        return False
+    try:
+        return abs(_process_start(pid) - start) < 1.0
+    except Exception:  # psutil.NoSuchProcess, AccessDenied, ...
+        return False
 
 
 SYMBOL = {"done": "✓", "running": "▶", "interrupted": "✗", "todo": "·"}
@@ -383,6 +413,8 @@ def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
     from .train import validation_loss
 
     done = ctx.cells.get(key)
+    if done and done.get("sequences_per_task") != ctx.cfg.heldout_ce_sequences:
+        done = None
     if done or not _main_process():
         return done or {}
     with ctx.cells.working(key):
@@ -423,9 +455,75 @@ def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
                 ctx.model = m.unload()
             if next(ctx.model.parameters()).dtype != orig:
                 ctx.model.to(orig)
-        cell = {"rows": out}
+        cell = {"rows": out, "sequences_per_task": ctx.cfg.heldout_ce_sequences}
         ctx.cells.put(key, cell)
         return cell
+
+
+# Settings that only choose WHICH cells run (or how they are shown): changing them keeps finished cells valid.
+_SELECTION = {
+    "output_dir", "methods", "run_perplexity", "demos_check_tasks", "ablation.categories", "overwrite",
+    "heldout_ce_sequences",  # its cells record their own count and are redone when it changes
+}  # fmt: skip
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in ("train.lora", "eval.adapters"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def settings_drift(old: dict, new: dict) -> list[str]:
+    """Settings that differ between the run that made the cells and this one (selection keys and
+    progress bars excluded; keys the older run did not have are taken as unchanged)."""
+    a, b = _flatten(old), _flatten(new)
+    drift = []
+    for k, v in b.items():
+        if k in _SELECTION or k.endswith("progress") or k not in a:
+            continue
+        if a[k] != v:
+            drift.append(f"{k}: {a[k]!r} -> {v!r}")
+    return drift
+
+
+def check_settings(out: Path, cfg: ExperimentConfig) -> None:
+    """Refuse to mix cells made with other settings into this run's results (or discard them with
+    ``overwrite=true``)."""
+    import shutil
+
+    from .config import to_dict
+    from .errors import ConfigError
+    from .fileio import load_yaml
+
+    cells_dir = out / "cells"
+    prev = out / "config.yaml"
+    if not cells_dir.is_dir() or not any(cells_dir.rglob("*.json")) or not prev.exists():
+        return
+    try:
+        old = load_yaml(prev.read_text(encoding="utf-8")) or {}
+    except Exception:
+        old = {}
+    drift = settings_drift(old, to_dict(cfg)) if isinstance(old, dict) else ["config.yaml unreadable"]
+    if not drift:
+        return
+    if cfg.overwrite:
+        log.warning(
+            "overwrite=true: discarding %s (made with other settings: %s)", cells_dir, "; ".join(drift[:5])
+        )
+        for sub in ("cells", "train", "loco", "eval_runs", "perplexity_runs"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        return
+    raise ConfigError.single(
+        "output_dir",
+        f"{out} holds finished cells made with other settings ({'; '.join(drift[:6])}"
+        f"{f'; and {len(drift) - 6} more' if len(drift) > 6 else ''}); reusing them would report numbers these "
+        "settings did not produce. Use another output_dir, restore those settings, or set overwrite=true to discard them",
+    )
 
 
 def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bool = False) -> Path:
@@ -448,6 +546,7 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
         from .experiment_report import write_experiment_report
 
         return write_experiment_report(cfg, plan, cells)
+    check_settings(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     model, tok = load_model(replace(cfg.train.model, adapter=None))
