@@ -106,3 +106,150 @@ def test_settings_drift_from_a_saved_config(tmp_path):
     old = load_yaml(dump_yaml(cfg))
     assert json.dumps(old)  # plain data
     assert settings_drift(old, __import__("dataclasses").asdict(cfg)) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Training folders: reuse, concurrency, corrupt checkpoints, torn metrics, changed data, costs
+# --------------------------------------------------------------------------------------------
+
+
+def _train_cfg(out, **over):
+    args = [f"output_dir={out}", "progress=false", "train.save_every=2", "train.keep_checkpoints=5"]
+    return load_config(TrainConfig, "tiny", args + [f"{k}={v}" for k, v in over.items()])
+
+
+def _run(cfg, n=60):
+    from manyicl.data import build_training_data
+    from manyicl.train import prepare_model, train
+
+    from conftest import toy_task
+
+    model, tok = prepare_model(cfg)
+    return train(cfg, data=build_training_data([toy_task(n)], tok, cfg.data), model=model, tokenizer=tok)
+
+
+def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path):
+    cfg = _train_cfg(tmp_path, **{"train.max_steps": 2})
+    _run(cfg)
+    with pytest.raises(ConfigError, match="already holds a training run") as e:
+        _run(cfg)
+    assert "--resume" in str(e.value) and "overwrite=true" in str(e.value)
+    cfg.overwrite = True
+    res = _run(cfg)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2] and res.summary["steps"] == 2  # not mixed with the first run's lines
+
+
+def test_a_second_process_on_the_same_folder_is_refused(tmp_path):
+    from manyicl.errors import ManyICLError
+    from manyicl.fileio import exclusive_lock
+
+    with exclusive_lock(tmp_path, "training"):
+        with pytest.raises(ManyICLError, match="in use by pid"):
+            with exclusive_lock(tmp_path, "training"):
+                pass
+    with exclusive_lock(tmp_path, "training"):  # released: free again
+        pass
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncate_weights",
+        "empty_weights",
+        "delete_weights",
+        "flip_byte",
+        "truncate_optimizer",
+        "truncate_state",
+    ],
+)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage, caplog):
+    cfg = _train_cfg(tmp_path, **{"train.max_steps": 6, "train.stop_after_steps": 4})
+    _run(cfg)
+    newest = tmp_path / "checkpoints" / "step-000004"
+    w, o, s = newest / "trainable.safetensors", newest / "optimizer.pt", newest / "state.json"
+    if damage == "truncate_weights":
+        w.write_bytes(w.read_bytes()[:100])
+    elif damage == "empty_weights":
+        w.write_bytes(b"")
+    elif damage == "delete_weights":
+        w.unlink()
+    elif damage == "flip_byte":
+        b = bytearray(w.read_bytes())
+        b[-5] ^= 0xFF
+        w.write_bytes(bytes(b))
+    elif damage == "truncate_optimizer":
+        o.write_bytes(o.read_bytes()[:50])
+    else:
+        s.write_text(s.read_text()[:40])
+    cfg = _train_cfg(tmp_path, **{"train.max_steps": 6})
+    cfg.resume = True
+    with caplog.at_level("WARNING"):
+        res = _run(cfg)
+    assert "step-000004 is damaged" in caplog.text
+    assert res.summary["resumed_from_step"] == 2
+
+
+def test_a_torn_metrics_line_does_not_block_resume(tmp_path):
+    cfg = _train_cfg(tmp_path, **{"train.max_steps": 4, "train.stop_after_steps": 2})
+    _run(cfg)
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "lo')  # killed mid-write
+    cfg = _train_cfg(tmp_path, **{"train.max_steps": 4})
+    cfg.resume = True
+    _run(cfg)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_resume_refuses_changed_task_data(tmp_path):
+    cfg = _train_cfg(tmp_path, **{"train.max_steps": 4, "train.stop_after_steps": 2})
+    _run(cfg, n=60)
+    cfg = _train_cfg(tmp_path, **{"train.max_steps": 4})
+    cfg.resume = True
+    with pytest.raises(ConfigError, match="training data changed"):
+        _run(cfg, n=40)  # 20 examples deleted between kill and resume
+
+
+def test_costs_add_up_over_a_resume(tmp_path):
+    full = _run(_train_cfg(tmp_path / "a", **{"train.max_steps": 4}))
+    cfg = _train_cfg(tmp_path / "b", **{"train.max_steps": 4, "train.stop_after_steps": 2})
+    _run(cfg)
+    cfg = _train_cfg(tmp_path / "b", **{"train.max_steps": 4})
+    cfg.resume = True
+    res = _run(cfg)
+    assert res.summary["tokens_processed"] == full.summary["tokens_processed"]
+    assert res.summary["supervised_tokens"] == full.summary["supervised_tokens"]
+    # killed after the final checkpoint, before train_summary.json: the counters and loss survive
+    (tmp_path / "b" / "train_summary.json").unlink()
+    again = _run(cfg)
+    assert again.summary["tokens_processed"] == full.summary["tokens_processed"]
+    assert again.summary["final_loss"] == again.summary["final_loss"]  # not NaN
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling", "empty", "readonly"])
+def test_bad_output_folders_fail_first_with_the_field(tmp_path, kind):
+    from manyicl.fileio import check_output_dir
+
+    target = tmp_path / "out"
+    if kind == "file":
+        target.write_text("x")
+    elif kind == "dangling":
+        target.symlink_to(tmp_path / "missing")
+    elif kind == "empty":
+        target = ""
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root can write anywhere")
+        target.mkdir()
+        target.chmod(0o500)
+    with pytest.raises(ConfigError, match="output_dir"):
+        check_output_dir(str(target))
+
+
+def test_tilde_in_output_dir_is_the_home_folder(tmp_path, monkeypatch):
+    from manyicl.fileio import check_output_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert check_output_dir("~/runs/x") == tmp_path / "runs" / "x"
+    assert not (tmp_path / "~").exists()

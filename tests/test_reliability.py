@@ -238,7 +238,10 @@ def test_checkpoints_are_only_trusted_when_complete(tmp_path):
     (ck / ".step-000006.tmpabc").mkdir()  # an atomic write that never finished
     good = ck / "step-000002"
     good.mkdir()
-    (good / "state.json").write_text("{}")
+    (good / "state.json").write_text('{"step": 2}')
+    for f in ("trainable.safetensors", "optimizer.pt"):
+        (good / f).write_bytes(b"x")
+    (ck / "step-000004.bak").mkdir()  # a user's copy is not a checkpoint (and must not crash the sort)
     assert latest_checkpoint(tmp_path) == good
 
 

@@ -293,6 +293,9 @@ class TrainConfig:
     """Loop length, batching, checkpoints."""
     resume: bool = False
     """Continue from the newest checkpoint in output_dir (the CLI flag --resume sets it)."""
+    overwrite: bool = False
+    """Replace an earlier run in output_dir (checkpoints, metrics, adapter). Without it or ``resume`` a
+    folder holding a run is refused: a new run would mix its checkpoints and metrics with the old ones."""
     progress: bool = True
     """Show a progress bar."""
 

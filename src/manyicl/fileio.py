@@ -108,3 +108,61 @@ _Yaml12Loader.add_implicit_resolver(
 def load_yaml(text: str) -> Any:
     """Parse YAML safely with YAML 1.2 booleans and floats (see :class:`_Yaml12Loader`)."""
     return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def check_output_dir(value: str, field: str = "output_dir") -> Path:
+    """The output folder, checked before any long work: not empty, ``~`` expanded, not a file, not a
+    dangling link, writable. Raises ConfigError naming ``field`` and the fix."""
+    from .errors import ConfigError
+
+    if not str(value).strip():
+        raise ConfigError.single(field, "is empty; give a folder, e.g. output_dir=runs/my_run")
+    path = Path(os.path.expanduser(str(value)))
+    if path.is_symlink() and not path.exists():
+        raise ConfigError.single(
+            field, f"{path} is a link to a missing target ({os.readlink(path)}); remove it or fix it"
+        )
+    if path.exists() and not path.is_dir():
+        raise ConfigError.single(field, f"{path} is a file, not a folder; choose another output_dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError.single(
+            field, f"{path} is not writable ({e.strerror}); choose a folder you can write to"
+        ) from None
+    return path
+
+
+@contextmanager
+def exclusive_lock(folder: Path, what: str):
+    """Hold ``folder/.manyicl.lock`` for the block; a second process on the same folder is refused with
+    the holder's PID instead of interleaving its files with ours."""
+    import fcntl
+
+    from .errors import ManyICLError
+
+    lock_path = Path(folder) / ".manyicl.lock"
+    f = open(lock_path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ManyICLError(
+            f"{folder} is in use by {holder} ({what}); wait for it to finish, or use another output_dir"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    try:
+        yield
+    finally:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        finally:
+            f.close()

@@ -34,7 +34,9 @@ def quickstart(cfg: QuickstartConfig) -> QuickstartResult:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tcfg = replace(cfg.train, output_dir=str(out / "train"))
+    tcfg = replace(
+        cfg.train, output_dir=str(out / "train"), overwrite=True
+    )  # a quickstart reruns from scratch
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     timings: dict[str, float] = {}
 

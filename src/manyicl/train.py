@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .config import TrainConfig, dump_yaml, to_dict
 from .data import TrainingData, build_training_data, load_tasks, stable_seed
 from .errors import ConfigError, ManyICLError
-from .fileio import atomic_dir, atomic_write_json, atomic_write_text
+from .fileio import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, exclusive_lock
 from .memory import PeakMemory, training_guard
 from .modeling import apply_lora, count_parameters, load_adapter, load_model
 from .packing import Batch, Window, collate
@@ -233,8 +233,25 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, cfg: TrainConfig) -> None:
-    """Everything needed to continue exactly: trainable weights, optimizer, scheduler, RNG, step."""
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_CKPT_FILES = ("trainable.safetensors", "optimizer.pt")
+
+
+def save_checkpoint(
+    path: Path, model, optimizer, scheduler, step: int, cfg: TrainConfig, progress: dict | None = None
+) -> None:
+    """Everything needed to continue exactly: trainable weights, optimizer, scheduler, RNG, step, and the
+    run's cumulative counters (``progress``: tokens, supervised tokens, wall time, last loss, data
+    fingerprint). ``state.json`` holds a sha256 of each file, checked before a resume trusts it."""
     from safetensors.torch import save_file
 
     with atomic_dir(path) as tmp:
@@ -242,14 +259,58 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, cfg: Tra
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         atomic_write_json(
             tmp / "state.json",
-            {"step": step, "scheduler": scheduler.state_dict(), "rng": _rng_state(), "config": to_dict(cfg)},
+            {
+                "step": step,
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "config": to_dict(cfg),
+                "progress": progress or {},
+                "sha256": {f: _sha256(tmp / f) for f in _CKPT_FILES},
+            },
         )
 
 
+def _checkpoint_dirs(output_dir: Path) -> list[Path]:
+    """``checkpoints/step-NNNNNN`` folders, oldest first; anything else there (a user's ``.bak``, a
+    half-written temp folder) is not a checkpoint."""
+    import re
+
+    pat = re.compile(r"^step-(\d+)$")
+    found = [
+        (int(m.group(1)), p) for p in (output_dir / "checkpoints").glob("step-*") if (m := pat.match(p.name))
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint cannot be trusted (missing/truncated files, checksum mismatch), or None."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except FileNotFoundError:
+        return "no state.json"
+    except (ValueError, UnicodeDecodeError) as e:
+        return f"state.json unreadable ({e})"
+    if not isinstance(state, dict) or "step" not in state:
+        return "state.json incomplete"
+    for f in _CKPT_FILES:
+        if not (path / f).is_file():
+            return f"{f} missing"
+    sums = state.get("sha256")
+    if sums:
+        for f in _CKPT_FILES:
+            if sums.get(f) != _sha256(path / f):
+                return f"{f} does not match its checksum (damaged)"
+    return None
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    ckpts = sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    ckpts = [p for p in ckpts if (p / "state.json").exists()]
-    return ckpts[-1] if ckpts else None
+    """The newest checkpoint that passes its checks; damaged newer ones are reported and skipped."""
+    for p in reversed(_checkpoint_dirs(output_dir)):
+        problem = checkpoint_problem(p)
+        if problem is None:
+            return p
+        log.warning("checkpoint %s is damaged (%s); falling back to an older one", p, problem)
+    return None
 
 
 def _with_defaults(saved, default):
@@ -271,10 +332,49 @@ def _config_drift(saved: dict, cfg: TrainConfig) -> list[str]:
     return diffs
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, cfg: TrainConfig) -> int:
+def data_fingerprint(data: TrainingData) -> str:
+    """A hash of the training windows (token ids and loss masks, in order): a resume on other task data
+    would silently train on a mix."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for w in data.windows:
+        for sq in w.sequences:
+            h.update(np.ascontiguousarray(sq.ids, dtype=np.int64).tobytes())
+            h.update(np.packbits(sq.loss_mask).tobytes())
+    return h.hexdigest()[:16]
+
+
+def resume_from(output_dir: Path, model, optimizer, scheduler, cfg: TrainConfig, fingerprint: str):
+    """Load the newest checkpoint that is intact and loads; a damaged one is reported and the previous
+    one used. Returns (step, progress) or (0, {}) when there is none."""
+    for path in reversed(_checkpoint_dirs(output_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            try:
+                step = load_checkpoint(path, model, optimizer, scheduler, cfg, fingerprint)
+                state = json.loads((path / "state.json").read_text())
+                log.info("resumed from %s (step %d)", path, step)
+                return step, state.get("progress") or {}
+            except (ConfigError, ManyICLError):
+                raise
+            except Exception as e:  # a truncated tensor file, an optimizer state of another shape, ...
+                problem = f"does not load ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        log.warning("checkpoint %s is damaged (%s); falling back to an older one", path, problem)
+    return 0, {}
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, cfg: TrainConfig, fingerprint: str = "") -> int:
     from safetensors.torch import load_file
 
     state = json.loads((path / "state.json").read_text())
+    saved_fp = (state.get("progress") or {}).get("data_fingerprint")
+    if fingerprint and saved_fp and saved_fp != fingerprint:
+        raise ConfigError.single(
+            "resume",
+            f"the training data changed since checkpoint {path} (task files or build settings differ); "
+            "resuming would train on a mix. Restore the data, or start a new output_dir",
+        )
     drift = _config_drift(state["config"], cfg)
     if drift:
         raise ConfigError.single(
@@ -297,7 +397,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, cfg: TrainConfig) -
 
 
 def _prune_checkpoints(output_dir: Path, keep: int) -> None:
-    ckpts = sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = _checkpoint_dirs(output_dir)
     for p in ckpts[:-keep]:
         shutil.rmtree(p, ignore_errors=True)
 
@@ -387,11 +487,48 @@ def train(
     ``ref_model`` is the frozen base for ``optim.kl_to_base`` with full fine-tuning; when it is needed and
     not given, a copy of ``model`` is taken before training (and before loading a checkpoint)."""
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    is_main = accelerator.is_main_process
+    out = check_output_dir(cfg.output_dir)
+    cfg = replace(cfg, output_dir=str(out))
+    if is_main:
+        _check_previous_run(out, cfg)
+    with exclusive_lock(out, "training") if is_main else nullcontext():
+        return _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data)
+
+
+def _check_previous_run(out: Path, cfg: TrainConfig) -> None:
+    """Refuse to start over an earlier run (unless resume or overwrite): its checkpoints would outrank
+    ours and be kept, its metrics be mixed with ours."""
+    found = [
+        n for n, present in (
+            ("checkpoints", bool(_checkpoint_dirs(out))),
+            ("metrics.jsonl", (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size > 0),
+            ("adapter", (out / "adapter").is_dir()),
+            ("model", (out / "model").is_dir()),
+        ) if present
+    ]  # fmt: skip
+    if not found or cfg.resume:
+        return
+    if cfg.overwrite:
+        log.warning("overwrite=true: replacing the run in %s (%s)", out, ", ".join(found))
+        for n in ("checkpoints", "adapter", "model", "tensorboard"):
+            shutil.rmtree(out / n, ignore_errors=True)
+        for n in ("metrics.jsonl", "train_summary.json"):
+            (out / n).unlink(missing_ok=True)
+        return
+    raise ConfigError.single(
+        "output_dir",
+        f"{out} already holds a training run ({', '.join(found)}); continue it with --resume, replace it with "
+        "overwrite=true, or choose another output_dir",
+    )
+
+
+def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -> TrainResult:
+    from tqdm.auto import tqdm
+
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    out = Path(cfg.output_dir)
     random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
     if model is None:
@@ -449,13 +586,12 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio)
     )
-    start = 0
-    ckpt = latest_checkpoint(out) if cfg.resume else None
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, model, optimizer, scheduler, cfg)
-        log.info("resumed from %s (step %d)", ckpt, start)
-    elif cfg.resume:
-        log.info("resume: no checkpoint in %s yet, starting from step 0", out / "checkpoints")
+    start, prev = 0, {}
+    fingerprint = data_fingerprint(data)
+    if cfg.resume:
+        start, prev = resume_from(out, model, optimizer, scheduler, cfg, fingerprint)
+        if not start:
+            log.info("resume: no usable checkpoint in %s yet, starting from step 0", out / "checkpoints")
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
     base_forward = None
@@ -476,7 +612,7 @@ def train(
         kept = []
         if start and metrics_path.exists():
             kept = [
-                ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start
+                ln for ln in metrics_path.read_text(errors="replace").splitlines() if _step_of(ln) <= start
             ]
         atomic_write_text(metrics_path, "".join(ln + "\n" for ln in kept))
     tb = _tensorboard(out) if is_main else None
@@ -502,7 +638,21 @@ def train(
     t0 = time.perf_counter()
     mem = PeakMemory(interval=0.05).start()
     tokens_seen = sup_seen = 0
-    last_loss = float("nan")
+    last_loss = float(prev.get("last_loss", float("nan")))
+    prev_tokens, prev_sup, prev_wall = (
+        int(prev.get(k, 0)) for k in ("tokens", "supervised_tokens", "wall_ms")
+    )
+
+    def progress(elapsed_s: float) -> dict:
+        """Counters of the whole run, over every resume (what the cost tables report)."""
+        return {
+            "tokens": prev_tokens + tokens_seen,
+            "supervised_tokens": prev_sup + sup_seen,
+            "wall_ms": prev_wall + int(1000 * elapsed_s),
+            "last_loss": last_loss,
+            "data_fingerprint": fingerprint,
+        }
+
     last_kl = None
     kl_run = torch.zeros(2, dtype=torch.float64)  # KL sum and positions over this invocation
     end = cfg.train.max_steps
@@ -618,6 +768,7 @@ def train(
                     scheduler,
                     done,
                     cfg,
+                    progress(time.perf_counter() - t0 - val_s),
                 )
                 _prune_checkpoints(out, cfg.train.keep_checkpoints)
     bar.close()
@@ -639,10 +790,13 @@ def train(
         "resumed_from_step": start,
         "processes": world,
         "final_loss": last_loss,
-        "tokens_processed": tokens_seen,
-        "supervised_tokens": sup_seen,
-        "wall_s": elapsed,
-        "tokens_per_s": tokens_seen / elapsed if elapsed else None,
+        # whole-run counters: a resumed run adds what its checkpoint had counted
+        "tokens_processed": prev_tokens + tokens_seen,
+        "supervised_tokens": prev_sup + sup_seen,
+        "wall_s": prev_wall / 1000 + elapsed,
+        "tokens_per_s": (prev_tokens + tokens_seen) / (prev_wall / 1000 + elapsed)
+        if elapsed or prev_wall
+        else None,
         "trainable_params": n_trainable,
         "total_params": n_total,
         "peak_rss_mb": peak_rss_mb(),
@@ -675,6 +829,7 @@ def train(
                 scheduler,
                 cfg.train.max_steps,
                 cfg,
+                progress(elapsed),
             )
             _prune_checkpoints(out, cfg.train.keep_checkpoints)
         atomic_write_json(out / "train_summary.json", summary)
@@ -683,6 +838,15 @@ def train(
         log.info("saved %s (loss %.4f, %.0f tokens/s)", final_dir, last_loss, summary["tokens_per_s"] or 0)
     accelerator.wait_for_everyone()
     return TrainResult(out, final_dir, summary)
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics line; a torn or foreign line (a crash mid-write) counts as after every step,
+    so a resume drops it instead of failing on it."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def _tensorboard(out: Path):
