@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from manyicl.config import EvalConfig, load_config
@@ -193,3 +194,53 @@ def test_per_query_demos_draw_fresh_prompts(tmp_path, tok, model):
     pt = prepare_task(toy_task(60), tok, cfg)
     draws = {tuple(per_query_demos(pt, cfg, 0, 3, q).tolist()) for q in range(len(pt.queries))}
     assert len(draws) > 1
+
+
+def test_an_interrupted_evaluation_resumes_its_finished_points(tmp_path, tok, model, monkeypatch):
+    import manyicl.evaluate as ev
+    from manyicl.errors import ConfigError
+
+    cfg = _cfg(tmp_path / "a", "shots=[0,2,max]", "seeds=[0,1]")
+    full = evaluate(cfg, model=model, tokenizer=tok, tasks=[toy_task(60)])
+
+    real, calls = ev.score_queries, {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # Ctrl-C / a kill in the middle of the curve
+        return real(*a, **k)
+
+    monkeypatch.setattr(ev, "score_queries", flaky)
+    cfg_b = _cfg(tmp_path / "b", "shots=[0,2,max]", "seeds=[0,1]")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(cfg_b, model=model, tokenizer=tok, tasks=[toy_task(60)])
+    assert len(list((tmp_path / "b" / "points").rglob("*.json"))) == 3 + 1  # 3 points + settings
+    with pytest.raises(ConfigError, match="resume=true"):
+        evaluate(cfg_b, model=model, tokenizer=tok, tasks=[toy_task(60)])
+    calls["n"] = -100
+    cfg_b.resume = True
+    res = evaluate(cfg_b, model=model, tokenizer=tok, tasks=[toy_task(60)])
+    assert calls["n"] == -100 + 2  # only the two missing points were scored
+    key = lambda r: (r["seed"], r["shots_requested"])  # noqa: E731
+    assert sorted((key(r), r["score"]) for r in res.rows) == sorted((key(r), r["score"]) for r in full.rows)
+    assert len(res.predictions) == len(full.predictions)
+    other = _cfg(tmp_path / "b", "shots=[0,2,max]", "seeds=[0,1]", "max_queries=4", "resume=true")
+    with pytest.raises(ConfigError, match="other settings"):
+        evaluate(other, model=model, tokenizer=tok, tasks=[toy_task(60)])
+    other.resume, other.overwrite = False, True
+    res = evaluate(other, model=model, tokenizer=tok, tasks=[toy_task(60)])
+    assert all(r["n_queries"] == 4 for r in res.rows)
+
+
+def test_a_refused_evaluation_leaves_nothing_behind(tmp_path, tok, model, monkeypatch):
+    import manyicl.evaluate as ev
+    from manyicl.errors import ManyICLError
+
+    def refuse(*a, **k):
+        raise ManyICLError("evaluation needs about 999 MB")
+
+    monkeypatch.setattr(ev, "eval_guard", refuse)
+    with pytest.raises(ManyICLError):
+        evaluate(_cfg(tmp_path), model=model, tokenizer=tok, tasks=[toy_task(60)])
+    assert not (tmp_path / "config.yaml").exists() and not (tmp_path / "points").exists()

@@ -650,6 +650,11 @@ class EvalConfig:
     """Write a PNG shot curve per task."""
     progress: bool = True
     """Show a progress bar."""
+    resume: bool = False
+    """Continue an interrupted evaluation in output_dir: finished (model, task, seed, shots) points are
+    kept (same settings required)."""
+    overwrite: bool = False
+    """Replace an earlier evaluation in output_dir (by default a folder holding one is refused)."""
 
     def validate(self, where: str, c: Collector) -> None:
         if self.max_length < 16:

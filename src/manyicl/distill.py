@@ -360,6 +360,8 @@ def _score(model, tok, tasks: list[Task], cfg: DistillConfig, shots: int, with_p
         plots=False,
         progress=False,
         adapters={"m": None},
+        dev_queries=0,  # distill reports fixed k, never a best over shots
+        overwrite=True,  # one scratch folder, reused by every call
     )
     ts = tasks if with_prefix else [replace(t, template=replace(t.template, instruction="")) for t in tasks]
     res = evaluate(ecfg, model=model, tokenizer=tok, tasks=ts)

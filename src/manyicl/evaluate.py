@@ -351,16 +351,91 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
     """Run the shot-curve evaluation per ``cfg``; ``model``/``tokenizer``/``tasks`` may be passed in."""
     from dataclasses import replace
 
+    from .fileio import check_output_dir, exclusive_lock
+    from .modeling import load_model
+
+    out = check_output_dir(cfg.output_dir)
+    with exclusive_lock(out, "evaluation"):
+        store = PointStore(out, cfg)
+        tasks = (
+            tasks if tasks is not None else load_tasks(cfg.tasks)
+        )  # bad task data fails before the model loads
+        if model is None:
+            model, tokenizer = load_model(replace(cfg.model, adapter=None))
+        return _evaluate(cfg, out, store, model, tokenizer, tasks)
+
+
+class PointStore:
+    """Finished curve points of an evaluation (``points/<model>/<task>/<seed>_<shots>.json``: the row
+    and its predictions), so a killed or interrupted evaluation continues with ``resume=true`` instead
+    of starting over. A folder holding another evaluation is refused unless resumed with the same
+    settings or ``overwrite=true``."""
+
+    _IGNORED = {"output_dir", "progress", "plots", "resume", "overwrite", "allow_memory_overrun"}
+
+    def __init__(self, out: Path, cfg: EvalConfig):
+        import json
+        import shutil
+
+        from .config import to_dict
+        from .errors import ConfigError
+
+        self.root = out / "points"
+        settings = {k: v for k, v in to_dict(cfg).items() if k not in self._IGNORED}
+        self.fingerprint = stable_seed(json.dumps(settings, sort_keys=True, default=str))
+        previous = [p for p in ("results.json", "points") if (out / p).exists()]
+        if previous and cfg.overwrite:
+            shutil.rmtree(self.root, ignore_errors=True)
+            for f in ("results.json", "results.csv", "report.md", "predictions.jsonl"):
+                (out / f).unlink(missing_ok=True)
+        elif previous and not cfg.resume:
+            raise ConfigError.single(
+                "output_dir",
+                f"{out} already holds an evaluation ({', '.join(previous)}); continue it with resume=true, "
+                "replace it with overwrite=true, or choose another output_dir",
+            )
+        meta = self.root / "settings.json"
+        if cfg.resume and meta.exists():
+            old = json.loads(meta.read_text()).get("fingerprint")
+            if old != self.fingerprint:
+                raise ConfigError.single(
+                    "resume",
+                    f"{out} was evaluated with other settings; resume with the same config, or set overwrite=true",
+                )
+        self.out, self.cfg, self.meta = out, cfg, meta
+
+    def begin(self) -> None:
+        """Record the settings (after the memory guard passed: a refused run leaves nothing behind)."""
+        atomic_write_json(self.meta, {"fingerprint": self.fingerprint})
+        atomic_write_text(self.out / "config.yaml", dump_yaml(self.cfg))
+
+    def _path(self, model: str, task: str, seed: int, shots: str) -> Path:
+        from .tasks import safe_path_component
+
+        return self.root / safe_path_component(model) / safe_path_component(task) / f"{seed}_{shots}.json"
+
+    def get(self, model: str, task: str, seed: int, shots: str) -> dict | None:
+        import json
+
+        p = self._path(model, task, seed, shots)
+        try:
+            return json.loads(p.read_text()) if p.exists() else None
+        except ValueError:  # torn by a kill: redo the point
+            return None
+
+    def put(self, model: str, task: str, seed: int, shots: str, row: dict, preds: list[dict]) -> None:
+        atomic_write_json(self._path(model, task, seed, shots), {"row": row, "predictions": preds})
+
+
+def _evaluate(
+    cfg: EvalConfig, out: Path, store: PointStore, model, tokenizer, tasks: list[Task]
+) -> EvalResult:
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
-    from .modeling import _DTYPES, load_adapter, load_model
+    from .modeling import _DTYPES, load_adapter
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
-    if model is None:
-        model, tokenizer = load_model(replace(cfg.model, adapter=None))
-    tasks = tasks if tasks is not None else load_tasks(cfg.tasks)
     t_prep = time.perf_counter()
     prepared = [prepare_task(t, tokenizer, cfg) for t in tasks]
     log.info("prepared %d tasks in %.1f s", len(prepared), time.perf_counter() - t_prep)
@@ -372,6 +447,7 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
     if _DTYPES[dtype_name] != orig_dtype:
         model.to(_DTYPES[dtype_name])
     mem_est = eval_guard(model, cfg, batch_tokens(cfg.scoring.batch_tokens, device), device)
+    store.begin()
     vgen = None  # vLLM, when used, holds its own memory (gpu_memory_utilization) and is not estimated
     if cfg.scoring.generation_backend == "vllm" and any(pt.mode == "generate" for pt in prepared):
         from .vllm_backend import VLLMGenerator
@@ -401,6 +477,12 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
                     n_fit = plans[(pt.task.name, seed)][1]
                     for shot_label, demo_idx in sorted(plan.items(), key=lambda kv: -len(kv[1])):
                         k = len(demo_idx)
+                        done = store.get(label, pt.task.name, seed, shot_label)
+                        if done is not None:  # finished before a kill: kept, not redone
+                            rows.append(done["row"])
+                            preds_out.extend(done["predictions"])
+                            bar.update(1)
+                            continue
                         t0 = time.perf_counter()
                         if cfg.demos == "per_query" and k > 0:
                             scores, preds, prefill_s, prompt_tokens = [], [], 0.0, 0
@@ -464,8 +546,9 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
                         if extra:
                             row["exact_match"] = float(np.mean([x["exact_match"] for x in extra]))
                         rows.append(row)
+                        point_preds = []
                         for qi, (q, x, pred) in enumerate(zip(pt.queries, scores, preds)):
-                            preds_out.append(
+                            point_preds.append(
                                 {
                                     "model": label,
                                     "task": pt.task.name,
@@ -480,6 +563,8 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
                                     "correct": bool(x["score"] >= 1.0),
                                 }
                             )
+                        preds_out.extend(point_preds)
+                        store.put(label, pt.task.name, seed, shot_label, row, point_preds)
                         bar.set_postfix(model=label, task=pt.task.name[:20], k=k)
                         bar.update(1)
             if adapter:

@@ -369,6 +369,7 @@ def _eval_cell(
             plots=False,
             progress=False,
             shots=list(shots) if shots is not None else shot_grid(ctx.cfg),
+            resume=True,  # a killed cell keeps its finished points
             **overrides,
         )
         res = evaluate(ecfg, model=ctx.model, tokenizer=ctx.tokenizer, tasks=[task])

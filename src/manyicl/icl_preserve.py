@@ -190,6 +190,7 @@ def _eval_cfgs(ctx: Context, name: str, label: str, adapter: str | None):
         plots=False,
         model=ctx.cfg.train.model,
         save_prompt_caches=False,
+        resume=True,  # a killed cell keeps its finished points
     )
     root = ctx.out / "eval_runs" / name
     heldout = replace(base, output_dir=str(root / "heldout"))

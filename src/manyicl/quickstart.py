@@ -59,6 +59,7 @@ def quickstart(cfg: QuickstartConfig) -> QuickstartResult:
         output_dir=str(out / "eval"),
         model=replace(tcfg.model, adapter=None),
         adapters={"base": None, "manyicl": adapter_dir},
+        overwrite=True,  # a quickstart reruns from scratch
     )
     log.info("[2/2] evaluating base vs fine-tuned on held-out families (never seen in training)")
     t2 = time.perf_counter()

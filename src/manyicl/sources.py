@@ -3,15 +3,20 @@
 A task folder's ``task.yaml`` may carry a ``source:`` section that says how raw rows become examples::
 
     source:
-      format: csv                       # jsonl | csv | tsv | hf
+      format: csv                       # jsonl | csv | tsv | lines | hf
       files: {train: train.csv, test: dev.csv}
       input: [premise, hypothesis]      # one field or several
       input_template: "{premise}\\nHypothesis: {hypothesis}"   # optional; default joins the fields with a newline
       output: label
       options: choices                  # optional: a list field, or a string split on options_separator
-      label_names: {0: entailment, 1: neutral, 2: contradiction}   # optional raw value -> label
+      label_names: {0: entailment, 1: neutral, 2: contradiction}   # optional raw value -> label, or a file
+                                        # (one name per line for ids 0, 1, ..., or "id<TAB>name" lines)
       columns: [text, label]            # optional: names for header-less CSV/TSV columns
       quoting: csv                      # CSV/TSV only: csv (quoted fields) | none; default csv for CSV, none for TSV
+
+``format: lines`` reads parallel plain-text files, one example per line, one file per field and split
+(``files: {train: {text: train_text.txt, label: train_labels.txt}}``; by default every
+``{split}_{field}.txt`` for the fields that ``input``, ``output`` and ``options`` name).
 
 ``format: hf`` reads with ``datasets.load_dataset(**hf)`` (``hf: {path: json, data_files: {...}}`` for local
 files, relative to the task folder; a hub name needs network). Values are kept as strings (the ``datasets``
@@ -30,8 +35,8 @@ import string
 from pathlib import Path
 from typing import Any
 
-from .errors import Collector
-from .tasks import Example, check_strings, jsonl_lines, parse_json_line, read_text_file
+from .errors import Collector, Problem
+from .tasks import _LINE_END, Example, check_strings, jsonl_lines, parse_json_line, read_text_file
 
 SOURCE_KEYS = {
     "format",
@@ -46,7 +51,7 @@ SOURCE_KEYS = {
     "quoting",
     "hf",
 }
-FORMATS = ("jsonl", "csv", "tsv", "hf")
+FORMATS = ("jsonl", "csv", "tsv", "lines", "hf")
 QUOTING = ("csv", "none")
 DEFAULT_QUOTING = {"csv": "csv", "tsv": "none"}
 """TSV files are usually plain tab-separated text in which '"' is an ordinary character; CSV files quote."""
@@ -107,12 +112,39 @@ def check_source(src: Any, where: str, c: Collector) -> bool:
                 where, "format hf takes its files from hf: {data_files: ...}; remove files:", "source.files"
             )
         elif not isinstance(files, dict):
+            example = (
+                "{train: {text: train_text.txt, label: train_labels.txt}}"
+                if fmt == "lines"
+                else f"{{train: train.{fmt or 'csv'}, test: test.{fmt or 'csv'}}}"
+            )
             c.add(
                 where,
-                f"must map split names to file names, e.g. files: {{train: train.{fmt or 'csv'}, test: "
-                f"test.{fmt or 'csv'}}}, got {type(files).__name__} {str(files)[:80]}",
+                f"must map split names to file names, e.g. files: {example}, got {type(files).__name__} "
+                f"{str(files)[:80]}",
                 "source.files",
             )
+        elif fmt == "lines":
+            need = [f for f, _ in _needed_fields(src)] if _fields(src.get("input")) else []
+            for split, spec in files.items():
+                if not isinstance(spec, dict):
+                    c.add(
+                        where,
+                        "with format: lines, each split maps field names to line files, e.g. "
+                        f"{{text: {split}_text.txt, label: {split}_labels.txt}}, got {spec!r}",
+                        f"source.files.{split}",
+                    )
+                    continue
+                for fld, name in spec.items():
+                    if not isinstance(name, str) or not name.strip():
+                        c.add(where, f"must be one file name, got {name!r}", f"source.files.{split}.{fld}")
+                for fld in need:
+                    if fld and fld not in spec:
+                        c.add(
+                            where,
+                            f"no file for field {fld!r} (named by source.input/output/options); the split "
+                            f"lists {sorted(map(str, spec))}",
+                            f"source.files.{split}",
+                        )
         else:
             for split, name in files.items():
                 if not isinstance(name, str) or not name.strip():
@@ -144,11 +176,11 @@ def check_source(src: Any, where: str, c: Collector) -> bool:
             )
         elif len(set(cols)) != len(cols):
             c.add(where, f"names a column twice: {cols}", "source.columns")
-        elif fmt in ("jsonl", "hf"):
+        elif fmt in ("jsonl", "lines", "hf"):
             c.add(where, "only for csv and tsv files (names for header-less columns)", "source.columns")
     quoting = src.get("quoting")
     if quoting is not None:
-        if fmt in ("jsonl", "hf"):
+        if fmt in ("jsonl", "lines", "hf"):
             c.add(where, "only for csv and tsv files", "source.quoting")
         elif quoting not in QUOTING:
             c.add(
@@ -172,10 +204,14 @@ def check_source(src: Any, where: str, c: Collector) -> bool:
             )
     names = src.get("label_names")
     if names is not None:
-        if not isinstance(names, dict):
+        if isinstance(names, str):
+            if not names.strip():
+                c.add(where, "must name a mapping file, e.g. label_names: mapping.txt", "source.label_names")
+        elif not isinstance(names, dict):
             c.add(
                 where,
-                "must map raw values to label names, e.g. {0: negative, 1: positive}",
+                "must map raw values to label names, e.g. {0: negative, 1: positive}, or name a file "
+                "(mapping.txt: one label name per line, or id<TAB>name lines)",
                 "source.label_names",
             )
         else:
@@ -257,7 +293,9 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
 
 def _needed_fields(src: dict) -> list[tuple[str, str]]:
     """(column, the source key that names it) for every column a row must have."""
-    out = [(f, "source.input") for f in _fields(src.get("input"))] + [(src["output"], "source.output")]
+    out = [(f, "source.input") for f in _fields(src.get("input"))]
+    if isinstance(src.get("output"), str) and src["output"]:
+        out.append((src["output"], "source.output"))
     if src.get("options"):
         out.append((src["options"], "source.options"))
     return out
@@ -397,8 +435,15 @@ def read_source_splits(
     fmt = src.get("format", "jsonl")
     splits: dict[str, list[Example]] = {}
     files: dict[str, str] = {}
+    if isinstance(src.get("label_names"), str):
+        names = read_label_file(folder / src["label_names"], c, where)
+        if names is None:
+            return {}, {}
+        src = {**src, "label_names": names}
     if fmt == "hf":
         return _read_hf(src, folder, c, where)
+    if fmt == "lines":
+        return _read_lines_splits(folder, src, c, where)
     ext = {"jsonl": ".jsonl", "csv": ".csv", "tsv": ".tsv"}[fmt]
     spec = src.get("files") or {p.stem: p.name for p in sorted(folder.glob(f"*{ext}"))}
     if not spec:
@@ -421,6 +466,146 @@ def read_source_splits(
         exs = [row_to_example(r, src, f"{path}:{ln}", c, ln) for ln, r in rows]
         splits[str(split)] = [e for e in exs if e is not None]
         files[str(split)] = str(path)
+    return splits, files
+
+
+def read_label_file(path: Path, c: Collector, where: str) -> dict[str, str] | None:
+    """A label-id mapping file: one label name per line (line 1 is id 0, line 2 id 1, ...), or
+    ``id<TAB>name`` lines. Blank lines at the end are ignored; None after recording a problem."""
+    if not path.exists():
+        c.add(where, f"mapping file {path.name} does not exist (next to task.yaml)", "source.label_names")
+        return None
+    text = read_text_file(path, c)
+    if text is None:
+        return None
+    lines = _LINE_END.split(text)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        c.add(str(path), "empty mapping file: write one label name per line, or id<TAB>name lines")
+        return None
+    tabbed = ["\t" in ln for ln in lines]
+    out: dict[str, str] = {}
+    n_errors = len(c.errors)
+    if any(tabbed) and not all(tabbed):
+        first = tabbed.index(not tabbed[0]) + 1
+        c.add(
+            f"{path}:{first}",
+            "mixes id<TAB>name lines with plain label names: use one style for the whole file",
+        )
+        return None
+    for i, ln in enumerate(lines):
+        if tabbed[i]:
+            key, _, name = ln.partition("\t")
+            key, name = key.strip(), name.strip()
+        else:
+            key, name = str(i), ln.strip()
+        if not key or not name:
+            c.add(f"{path}:{i + 1}", "empty label id or name" if tabbed[i] else "empty line: a label per line")
+            continue
+        if key in out:
+            c.add(f"{path}:{i + 1}", f"label id {key!r} appears twice (also as {out[key]!r})")
+            continue
+        check_strings(name, f"{path}:{i + 1}", c)
+        out[key] = name
+    return out if len(c.errors) == n_errors else None
+
+
+def source_labels(folder: Path, src: dict) -> list[str]:
+    """The label set that ``source.label_names`` (a mapping or a mapping file) defines, in order: a
+    classification task without ``labels:`` takes it, so its options are scored."""
+    names = src.get("label_names")
+    if isinstance(names, str):
+        names = read_label_file(folder / names, Collector(), str(folder / "task.yaml"))
+    if not isinstance(names, dict):
+        return []
+    return list(dict.fromkeys(str(v).strip() for v in names.values()))
+
+
+def _line_files(folder: Path, src: dict, c: Collector) -> dict[str, dict[str, str]]:
+    """Split -> field -> file for ``format: lines``: source.files, else every ``{split}_{field}.txt``."""
+    if src.get("files"):
+        return {str(k): {str(f): str(n) for f, n in v.items()} for k, v in src["files"].items()}
+    need = [f for f, _ in _needed_fields(src)]
+    out: dict[str, dict[str, str]] = {}
+    for p in sorted(folder.glob("*.txt")):
+        for f in sorted(need, key=len, reverse=True):
+            if p.stem.endswith(f"_{f}") and len(p.stem) > len(f) + 1:
+                out.setdefault(p.stem[: -len(f) - 1], {})[f] = p.name
+                break
+    if not out:
+        c.add(
+            str(folder),
+            f"no line files: name them {{split}}_{{field}}.txt (e.g. train_{need[0]}.txt"
+            + (f", train_{need[-1]}.txt" if len(need) > 1 else "")
+            + ") or list them in source.files",
+            "source.files",
+        )
+    for split, fields in out.items():
+        for f in need:
+            if f not in fields:
+                c.add(str(folder), f"split {split!r} has no {split}_{f}.txt (field {f!r})", "source.files")
+    return out
+
+
+def _read_lines(path: Path, c: Collector) -> list[str] | None:
+    text = read_text_file(path, c)
+    if text is None:
+        return None
+    lines = _LINE_END.split(text)
+    while lines and not lines[-1].strip():  # the final line break, and blank lines after the last example
+        lines.pop()
+    if not lines:
+        c.add(str(path), "empty file: a split needs at least one example")
+        return None
+    return lines
+
+
+def _read_lines_splits(
+    folder: Path, src: dict, c: Collector, where: str
+) -> tuple[dict[str, list[Example]], dict[str, str]]:
+    """``format: lines``: line i of every field's file of a split is example i. Problems name the file
+    of the field they concern and the line."""
+    splits: dict[str, list[Example]] = {}
+    files: dict[str, str] = {}
+    for split, spec in _line_files(folder, src, c).items():
+        need = [f for f, _ in _needed_fields(src)]
+        if any(f not in spec for f in need):
+            continue
+        cols: dict[str, list[str]] = {}
+        paths = {f: folder / spec[f] for f in need}
+        for f, path in paths.items():
+            if not path.exists():
+                c.add(where, f"file {spec[f]} does not exist", f"source.files.{split}.{f}")
+                continue
+            lines = _read_lines(path, c)
+            if lines is not None:
+                cols[f] = lines
+        if len(cols) < len(need):
+            continue
+        counts = {f: len(v) for f, v in cols.items()}
+        if len(set(counts.values())) > 1:
+            c.add(
+                where,
+                f"parallel files of split {split!r} need one line per example each, but "
+                + ", ".join(f"{paths[f].name} has {n}" for f, n in counts.items())
+                + " lines (blank lines at the end are ignored; a blank line inside is an example)",
+                f"source.files.{split}",
+            )
+            continue
+        first = paths[need[0]]
+        exs = []
+        for i in range(counts[need[0]]):
+            row = {f: cols[f][i] for f in need}
+            local = Collector()
+            ex = row_to_example(row, src, f"{first}:{i + 1}", local, i + 1)
+            for p in local.problems:
+                at = f"{paths[p.field]}:{i + 1}" if p.field in paths else p.where
+                c.problems.append(Problem(at, p.message, p.field, p.level))
+            if ex is not None:
+                exs.append(ex)
+        splits[split] = exs
+        files[split] = str(first)
     return splits, files
 
 

@@ -401,7 +401,7 @@ def load_task_dir(path: str | Path) -> Task:
     split_files: dict[str, Path]
     splits: dict[str, list[Example]] = {}
     if "source" in meta:  # raw JSONL/CSV/TSV/datasets with a field mapping
-        from .sources import check_source, read_source_splits
+        from .sources import check_source, read_source_splits, source_labels
 
         split_files = {}
         if check_source(meta["source"], where, c):
@@ -409,6 +409,8 @@ def load_task_dir(path: str | Path) -> Task:
             split_files = {k: Path(v) for k, v in files.items()}
             if not splits and not c:
                 c.add(where, "the source produced no splits", "source")
+            if not labels and category in ("cls", "nli") and meta["source"].get("label_names") and not c:
+                labels = source_labels(path, meta["source"])
     elif meta.get("splits"):
         split_files = {}
         if not isinstance(meta["splits"], dict):
@@ -502,11 +504,22 @@ def _at(task: Task, split: str, ex: Example) -> str:
 def check_quality(task: Task, c: Collector, max_per_kind: int = 5) -> None:
     """Warnings for data that loads but is probably not what was meant.
 
-    Duplicate examples, labels with stray whitespace, labels that differ only in case, options that
-    do not contain the gold output. Each names file, line and field (at most ``max_per_kind`` per
+    Empty inputs, duplicate examples, labels with stray whitespace, labels that differ only in case,
+    options that do not contain the gold output. Each names file, line and field (at most ``max_per_kind`` per
     kind and split, then a count). Warnings found while loading the task's files come first.
     """
     c.problems.extend(task.load_warnings)
+    if (
+        task.category in ("cls", "nli")
+        and not task.labels
+        and not any(e.options for exs in task.splits.values() for e in exs)
+    ):
+        c.warn(
+            task.source or task.name,
+            f"a {task.category} task without labels: evaluation generates free text and compares it with the "
+            "gold label instead of choosing among the labels; list them in task.yaml (labels: [...])",
+            "labels",
+        )
     for split, exs in task.splits.items():
         found: dict[str, list[tuple[str, str, str]]] = {}
         seen: dict[tuple[str, str], Example] = {}
@@ -519,6 +532,10 @@ def check_quality(task: Task, c: Collector, max_per_kind: int = 5) -> None:
                 )
             else:
                 seen[key] = ex
+            if not ex.input.strip():
+                found.setdefault("empty_input", []).append(
+                    (_at(task, split, ex), "input is empty: the model sees only the prompt's prefixes", "input")
+                )
             if ex.output != ex.output.strip():
                 found.setdefault("whitespace", []).append(
                     (_at(task, split, ex), f"label {ex.output!r} has leading/trailing whitespace", "output")
@@ -608,6 +625,14 @@ def load_task_dirs(roots: list[str]) -> list[Task]:
     name, or whose names would share output file names, are an error naming both folders.
     """
     c = Collector()
+    tasks = load_task_dirs_collecting(roots, c)
+    c.raise_if_any(TaskFormatError)
+    return tasks
+
+
+def load_task_dirs_collecting(roots: list[str], c: Collector) -> list[Task]:
+    """:func:`load_task_dirs` that records every problem in ``c`` instead of raising, and returns the
+    tasks that did load (``manyicl tasks validate`` reports the good folders next to the broken ones)."""
     tasks: list[Task] = []
     loaded: set[str] = set()
     for root in roots:
@@ -658,7 +683,6 @@ def load_task_dirs(roots: list[str]) -> list[Task]:
                 "ignoring case and with ':' read as '_'"
             )
         c.add(names[0], f"{msg}: set a different name: in all but one of them", "name")
-    c.raise_if_any(TaskFormatError)
     return tasks
 
 
