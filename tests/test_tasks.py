@@ -61,3 +61,33 @@ def test_load_many_and_duplicate_names(tmp_path, task):
         load_task_dirs([str(tmp_path)])
     with pytest.raises(TaskFormatError, match="no task.yaml"):
         load_task_dirs([str(tmp_path / "nothing")])
+
+
+def test_check_quality_warns_on_empty_inputs_and_unlabelled_classification(tmp_path):
+    from manyicl.errors import Collector
+    from manyicl.tasks import check_quality
+
+    d = tmp_path / "t"
+    d.mkdir()
+    (d / "task.yaml").write_text("category: cls\n")
+    rows = [{"input": "", "output": "a"}, {"input": "x", "output": "b"}, {"input": " \t", "output": "a"}]
+    (d / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    c = Collector()
+    check_quality(load_task_dir(d), c)
+    msgs = [str(p) for p in c.warnings]
+    assert sum("input is empty" in m for m in msgs) == 2 and any("train.jsonl:3 [input]" in m for m in msgs)
+    assert any("a cls task without labels" in m for m in msgs)
+
+
+def test_load_task_dirs_collecting_keeps_the_good_tasks(tmp_path, task):
+    from manyicl.errors import Collector
+    from manyicl.tasks import load_task_dirs_collecting
+
+    write_task_dir(task, tmp_path / "good")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "task.yaml").write_text("category: nope\n")
+    c = Collector()
+    tasks = load_task_dirs_collecting([str(tmp_path)], c)
+    assert [t.name for t in tasks] == ["toy"] and any("nope" in str(p) for p in c.errors)
+    with pytest.raises(TaskFormatError, match="nope"):
+        load_task_dirs([str(tmp_path)])

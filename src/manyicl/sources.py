@@ -501,7 +501,9 @@ def read_label_file(path: Path, c: Collector, where: str) -> dict[str, str] | No
         else:
             key, name = str(i), ln.strip()
         if not key or not name:
-            c.add(f"{path}:{i + 1}", "empty label id or name" if tabbed[i] else "empty line: a label per line")
+            c.add(
+                f"{path}:{i + 1}", "empty label id or name" if tabbed[i] else "empty line: a label per line"
+            )
             continue
         if key in out:
             c.add(f"{path}:{i + 1}", f"label id {key!r} appears twice (also as {out[key]!r})")

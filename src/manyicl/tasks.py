@@ -534,7 +534,11 @@ def check_quality(task: Task, c: Collector, max_per_kind: int = 5) -> None:
                 seen[key] = ex
             if not ex.input.strip():
                 found.setdefault("empty_input", []).append(
-                    (_at(task, split, ex), "input is empty: the model sees only the prompt's prefixes", "input")
+                    (
+                        _at(task, split, ex),
+                        "input is empty: the model sees only the prompt's prefixes",
+                        "input",
+                    )
                 )
             if ex.output != ex.output.strip():
                 found.setdefault("whitespace", []).append(
