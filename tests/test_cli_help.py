@@ -101,5 +101,7 @@ def test_runnable_doc_blocks_run(file, line, script, tmp_path):
         text=True,
         timeout=300,
     )
-    assert r.returncode == 0, f"{file}:{line} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    assert r.returncode == 0, (
+        f"{file}:{line} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    )
     assert "Traceback" not in r.stderr

@@ -31,7 +31,9 @@ TABLE_WIDTH = 100
 MAX_ERRORS_PER_FILE = 10
 """``tasks validate`` prints this many errors per file, then a count of the rest."""
 
-OVERRIDES_HELP = "config overrides as KEY.SUB=VALUE (examples below; `manyicl config show WORKFLOW` lists every key)"
+OVERRIDES_HELP = (
+    "config overrides as KEY.SUB=VALUE (examples below; `manyicl config show WORKFLOW` lists every key)"
+)
 
 EXAMPLES: dict[str, list[str]] = {
     "train": [
@@ -124,7 +126,9 @@ def _config(a: argparse.Namespace, cls):
     return cfg
 
 
-SUMMARY_HEADER = "n: test queries, k: shots chosen on dev, best: test score at k, at max: score at max k shots"
+SUMMARY_HEADER = (
+    "n: test queries, k: shots chosen on dev, best: test score at k, at max: score at max k shots"
+)
 
 
 def summary_table_text(summary: list[dict], width: int = TABLE_WIDTH) -> str:
