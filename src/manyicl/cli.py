@@ -31,9 +31,10 @@ TABLE_WIDTH = 100
 MAX_ERRORS_PER_FILE = 10
 """``tasks validate`` prints this many errors per file, then a count of the rest."""
 
-OVERRIDES_HELP = (
-    "config overrides as KEY.SUB=VALUE (examples below; `manyicl config show WORKFLOW` lists every key)"
-)
+
+def overrides_help(workflow: str) -> str:
+    return f"config overrides as KEY.SUB=VALUE (examples below; `manyicl config show {workflow}` lists every key)"
+
 
 EXAMPLES: dict[str, list[str]] = {
     "train": [
@@ -879,7 +880,7 @@ def _workflow_parser(sub, name: str, help: str, what: str, func, cls) -> argpars
         "args",
         nargs="*",
         metavar="CONFIG|KEY=VALUE",
-        help=f"{what} or shipped name (`manyicl config list`), then {OVERRIDES_HELP}",
+        help=f"{what} or shipped name (`manyicl config list`), then {overrides_help(name)}",
     )
     p.set_defaults(func=func, config_class=cls)
     return p
@@ -919,7 +920,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--output", help="output folder (default runs/quickstart)")
     q.add_argument("--config", default="quickstart", help="quickstart config (default: the shipped one)")
-    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides_help("quickstart"))
     q.set_defaults(func=cmd_quickstart, config_class=QuickstartConfig)
 
     x = _workflow_parser(
@@ -971,7 +972,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="token accounting of a build, incl. the mask-last comparison (paper Table 7)",
     )
     ds.add_argument(
-        "args", nargs="*", metavar="CONFIG|KEY=VALUE", help=f"optional train config, then {OVERRIDES_HELP}"
+        "args",
+        nargs="*",
+        metavar="CONFIG|KEY=VALUE",
+        help=f"optional train config, then {overrides_help('train')}",
     )
     ds.add_argument("--json", action="store_true", help="print JSON")
     ds.add_argument("--brief", action="store_true", help="totals only")
@@ -980,7 +984,10 @@ def build_parser() -> argparse.ArgumentParser:
         dsub, "show", "data show", help="print one training sequence with its supervised tokens marked"
     )
     dw.add_argument(
-        "args", nargs="*", metavar="CONFIG|KEY=VALUE", help=f"optional train config, then {OVERRIDES_HELP}"
+        "args",
+        nargs="*",
+        metavar="CONFIG|KEY=VALUE",
+        help=f"optional train config, then {overrides_help('train')}",
     )
     dw.add_argument("--task", help="task or family name (default: the first task)")
     dw.add_argument("--chars", type=int, default=3000, help="print at most this many characters (0: all)")
