@@ -297,11 +297,6 @@ def test_enable_logging_shows_library_log_lines(monkeypatch):
     assert buf.getvalue() == "prepared 3 tasks\n" and len(logger.handlers) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs experiment.status_view to right-align the task_level 'done/total' cell as one string; "
-    "remove this marker with that fix",
-)
 def test_experiment_status_grid_keeps_fractions_together(tmp_path, capsys):
     import re
 

@@ -253,3 +253,64 @@ def test_tilde_in_output_dir_is_the_home_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert check_output_dir("~/runs/x") == tmp_path / "runs" / "x"
     assert not (tmp_path / "~").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt caches on disk
+# --------------------------------------------------------------------------------------------
+
+
+def _saved_cache(tmp_path, tok, model):
+    from manyicl.caching import PromptCache, model_key
+
+    ids = tok("Text: a\nLabel: b\nText: c\nLabel:", add_special_tokens=False)["input_ids"]
+    key = model_key(model, "tiny", None, tok)
+    return PromptCache(model, ids).save(tmp_path / "c.safetensors", key), ids, key
+
+
+def test_a_cache_from_another_model_with_the_same_config_is_refused(tmp_path, tok, model):
+    from manyicl.caching import PromptCache, model_key
+    from manyicl.errors import ManyICLError
+    from manyicl.modeling import tiny_model
+
+    path, ids, _ = _saved_cache(tmp_path, tok, model)
+    other = tiny_model(len(tok), seed=123).eval()  # same config, other weights
+    with pytest.raises(ManyICLError, match="weights_sha256"):
+        PromptCache.load(path, other, model_key(other, "tiny", None, tok), prompt_ids=ids)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "random", "no_prompt_ids", "missing_layer"])
+def test_a_damaged_cache_file_is_refused_with_a_message(tmp_path, tok, model, damage):
+    from safetensors.torch import load_file, save_file
+
+    from manyicl.caching import PromptCache
+    from manyicl.errors import ManyICLError
+
+    path, ids, key = _saved_cache(tmp_path, tok, model)
+    raw = path.read_bytes()
+    if damage == "flip":
+        b = bytearray(raw)
+        b[-3] ^= 0x01
+        path.write_bytes(bytes(b))
+    elif damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "random":
+        path.write_bytes(os.urandom(4096))
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            md = dict(f.metadata())
+        tensors = load_file(str(path))
+        if damage == "no_prompt_ids":
+            md.pop("prompt_ids")
+        else:
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("layer.0.")}
+        save_file(tensors, str(path), metadata=md)
+    with pytest.raises(ManyICLError) as e:
+        PromptCache.load(path, model, key, prompt_ids=ids)
+    assert str(path) in str(e.value) and (
+        "delete it" in str(e.value) or "layers" in str(e.value) or "shapes" in str(e.value)
+    )

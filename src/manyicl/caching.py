@@ -349,6 +349,7 @@ class PromptCache:
         metadata = {
             "manyicl_cache_key": json.dumps(meta, sort_keys=True),
             "prompt_ids": json.dumps(self.prompt_ids),
+            "tensors_sha256": tensors_hash(tensors),
         }
         return atomic_save(path, lambda p: save_file(tensors, str(p), metadata=metadata))
 
@@ -358,26 +359,38 @@ class PromptCache:
         from safetensors import safe_open
 
         path = Path(path)
-        with safe_open(str(path), framework="pt") as f:
-            md = f.metadata() or {}
-            if "manyicl_cache_key" not in md:
-                raise ManyICLError(f"{path} is not a manyicl prompt cache (no key in its metadata)")
-            saved = json.loads(md["manyicl_cache_key"])
-            ids = json.loads(md["prompt_ids"])
-            mismatched = [k for k, v in key.items() if saved.get(k) != v]
-            if prompt_ids is not None and prompt_hash(prompt_ids) != saved.get("prompt_sha256"):
-                mismatched.append("prompt_sha256")
-            if prompt_hash(ids) != saved.get("prompt_sha256"):
-                mismatched.append("prompt_ids (file corrupted)")
-            if mismatched:
-                detail = ", ".join(
-                    f"{k}: cache has {saved.get(k)!r}, expected {key.get(k)!r}" for k in mismatched[:4]
-                )
-                raise ManyICLError(
-                    f"refusing prompt cache {path}: it was made for a different {', '.join(mismatched)} ({detail}); "
-                    "delete it or recompute the prompt"
-                )
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+        try:
+            saved, ids, tensors, digest = _read_cache_file(path, safe_open)
+        except ManyICLError:
+            raise
+        except Exception as e:  # truncated, empty, random bytes, metadata without its fields, ...
+            raise ManyICLError(
+                f"prompt cache {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'damaged'}); "
+                "delete it or recompute the prompt"
+            ) from None
+        mismatched = [k for k, v in key.items() if saved.get(k) != v]
+        if prompt_ids is not None and prompt_hash(prompt_ids) != saved.get("prompt_sha256"):
+            mismatched.append("prompt_sha256")
+        if prompt_hash(ids) != saved.get("prompt_sha256"):
+            mismatched.append("prompt_ids (file corrupted)")
+        if mismatched:
+            detail = ", ".join(
+                f"{k}: cache has {saved.get(k)!r}, expected {key.get(k)!r}" for k in mismatched[:4]
+            )
+            raise ManyICLError(
+                f"refusing prompt cache {path}: it was made for a different {', '.join(mismatched)} ({detail}); "
+                "delete it or recompute the prompt"
+            )
+        if digest is not None and digest != tensors_hash(tensors):
+            raise ManyICLError(
+                f"refusing prompt cache {path}: its tensors do not match their checksum (the file is damaged); "
+                "delete it or recompute the prompt"
+            )
+        n_model_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+        if n_model_layers is not None and len(tensors) != 2 * n_model_layers:
+            raise ManyICLError(
+                f"refusing prompt cache {path}: it holds {len(tensors) // 2} layers, the model has {n_model_layers}"
+            )
         shapes = {k: list(v.shape) for k, v in tensors.items()}
         if shapes != saved.get("shapes"):
             raise ManyICLError(f"refusing prompt cache {path}: tensor shapes differ from its key")
@@ -391,6 +404,43 @@ class PromptCache:
 
         cache = DynamicCache(ddp_cache_data=data, config=getattr(model, "config", None))
         return cls(model, ids, cache=cache)
+
+
+def _read_cache_file(path: Path, safe_open):
+    with safe_open(str(path), framework="pt") as f:
+        md = f.metadata() or {}
+        if "manyicl_cache_key" not in md:
+            raise ManyICLError(f"{path} is not a manyicl prompt cache (no key in its metadata)")
+        saved = json.loads(md["manyicl_cache_key"])
+        ids = json.loads(md["prompt_ids"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    return saved, ids, tensors, md.get("tensors_sha256")
+
+
+def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name and bytes: a flipped byte in a saved cache is caught on load."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].contiguous()
+        h.update(k.encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def weights_fingerprint(model, per_tensor: int = 4096) -> str:
+    """A hash of the model's weights (each tensor's name, shape and an evenly strided sample of its
+    values): two models with the same config but other weights never share a prompt cache. Sampling
+    keeps it to milliseconds; any real change of weights (training, another checkpoint) changes it."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // per_tensor)
+            sample = flat[::step][:per_tensor].to("cpu", torch.float32)
+            h.update(name.encode())
+            h.update(str(tuple(p.shape)).encode())
+            h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def prompt_hash(ids: list[int]) -> str:
@@ -424,4 +474,5 @@ def model_key(model, model_name: str, adapter: str | None, tokenizer) -> dict:
         "adapter": adapter_sig,
         "tokenizer": tokenizer_hash(tokenizer),
         "model_dtype": str(next(model.parameters()).dtype),
+        "weights_sha256": weights_fingerprint(model),
     }

@@ -162,7 +162,8 @@ def status_view(cfg: ExperimentConfig, plan: Plan, cells: Cells) -> str:
                     key = f"train/{m}"
                 elif m == "task_level":
                     states = [cells.state(f"train/task_level/{t}") for t in plan.held_out]
-                    row += f"{sum(s == 'done' for s in states)}/{len(states):>{width - 1}}"
+                    frac = f"{sum(s == 'done' for s in states)}/{len(states)}"
+                    row += f"{frac:>{width + 1}}"
                     continue
                 else:
                     key = None
