@@ -75,7 +75,9 @@ def test_generation_goes_through_vllm_with_prefix_caching_and_options_do_not(tmp
     assert params.kw["temperature"] == 0.0 and "\n" in params.kw["stop"] and lora is None
     assert all(isinstance(p["prompt_token_ids"], list) for p in prompts)
     gen_rows = [r for r in res.rows if r["task"] == "add"]
-    assert gen_rows and all(p["prediction"] == "42" for p in res.predictions if p["task"] == "add")  # cut at the stop string
+    assert gen_rows and all(
+        p["prediction"] == "42" for p in res.predictions if p["task"] == "add"
+    )  # cut at the stop string
     assert any(r["task"] == "toy" for r in res.rows)  # option scoring ran on manyicl's own path
 
 
