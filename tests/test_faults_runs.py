@@ -314,3 +314,102 @@ def test_a_damaged_cache_file_is_refused_with_a_message(tmp_path, tok, model, da
     assert str(path) in str(e.value) and (
         "delete it" in str(e.value) or "layers" in str(e.value) or "shapes" in str(e.value)
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks, adapters, huge inputs, memory
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_folder_task_named_like_a_synthetic_task_is_refused(tmp_path):
+    from manyicl.config import TaskSourceConfig
+    from manyicl.data import load_tasks
+    from manyicl.errors import TaskFormatError
+    from manyicl.synthetic import synthetic_suite
+    from manyicl.tasks import write_task_dir
+
+    clash = synthetic_suite(seed=0, instances=1, train_size=20, test_size=5, split="held_in")[0]
+    write_task_dir(clash, tmp_path / "mine")
+    src = TaskSourceConfig(synthetic=True, synthetic_instances=1, dirs=[str(tmp_path)], include=[clash.name])
+    with pytest.raises(TaskFormatError, match="two tasks have this name") as e:
+        load_tasks(src)
+    assert str(tmp_path / "mine") in str(e.value)
+
+
+def test_a_training_task_whose_examples_are_all_too_long_is_reported(tok):
+    from manyicl.config import DataConfig
+    from manyicl.data import build_training_data
+    from manyicl.errors import TaskFormatError
+    from manyicl.tasks import Example
+
+    from conftest import toy_task
+
+    t = toy_task(10)
+    t.splits["train"] = [Example("word " * 300, "red") for _ in range(5)]
+    with pytest.raises(TaskFormatError, match="would vanish from training"):
+        build_training_data([t], tok, DataConfig(max_length=64, on_overlong="skip"))
+
+
+@pytest.mark.parametrize("damage", ["truncated_weights", "bad_json", "not_peft"])
+def test_damaged_adapters_get_a_message_not_a_traceback(tmp_path, tok, damage):
+    from manyicl.errors import ManyICLError
+    from manyicl.modeling import load_adapter, tiny_model
+
+    res = _run(_train_cfg(tmp_path / "t", **{"train.max_steps": 1, "train.save_every": 0}))
+    ad = res.final_dir
+    if damage == "truncated_weights":
+        w = ad / "adapter_model.safetensors"
+        w.write_bytes(w.read_bytes()[:64])
+        want = "unreadable"
+    elif damage == "bad_json":
+        (ad / "adapter_config.json").write_text('{"peft_type": "LORA", ')
+        want = "not a valid PEFT adapter config"
+    else:
+        (ad / "adapter_config.json").write_text('{"hello": 1}')
+        want = "not a valid PEFT adapter config"
+    with pytest.raises(ManyICLError, match=want):
+        load_adapter(tiny_model(len(tok)), ad)
+
+
+def test_a_huge_example_is_cut_before_it_is_tokenized(tok):
+    import time
+
+    from manyicl.tasks import Example
+    from manyicl.templates import tokenize_task
+
+    from conftest import toy_task
+
+    t = toy_task(10)
+    t.splits["train"] = t.splits["train"] + [Example("word " * 1_000_000, "red")]  # 5 MB of text
+    t0 = time.perf_counter()
+    tt = tokenize_task(t, tok, "train", 256, "truncate_input")
+    assert time.perf_counter() - t0 < 5
+    assert tt.truncated == 1 and len(tt.header) + len(tt.query[-1]) + len(tt.target[-1]) <= 256
+    text = tok.decode(tt.query[-1].tolist())
+    assert "word word" in text and text.rstrip().endswith("Label:")  # the input's end, then the template
+
+
+def test_the_memory_estimate_counts_the_packed_attention_mask():
+    from manyicl.memory import estimate_training_mb
+    from manyicl.modeling import tiny_model
+
+    cfgm = tiny_model(300).config
+    small = estimate_training_mb(cfgm, "float32", 1024, 10, ["q_proj"], 1000, False, 1024**2)
+    huge = estimate_training_mb(cfgm, "float32", 183_000, 10, ["q_proj"], 1000, False, 183_000**2)
+    assert small["attention_mask_mb"] == 1.0
+    assert huge["attention_mask_mb"] > 30_000  # the 33 GB allocation that crashed before
+
+
+def test_an_absurd_lora_rank_is_refused_before_peft(tok):
+    from manyicl.config import LoraConfig
+    from manyicl.modeling import apply_lora, tiny_model
+
+    with pytest.raises(ConfigError, match="lora.r"):
+        apply_lora(tiny_model(len(tok)), LoraConfig(r=100_000_000, target_modules=["q_proj", "v_proj"]))
+
+
+def test_the_memory_budget_respects_a_cgroup_limit(monkeypatch):
+    import manyicl.memory as mem
+
+    monkeypatch.setattr(mem, "cgroup_free_bytes", lambda: 512 * 2**20)
+    assert mem.available_mb("cpu") <= 512

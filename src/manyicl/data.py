@@ -41,6 +41,7 @@ def load_tasks(src: TaskSourceConfig) -> list[Task]:
     if src.dirs:
         tasks += load_task_dirs(src.dirs)
     tasks = [t for t in tasks if _selected(t, src)]
+    _check_unique_names(tasks)
     if not tasks:
         raise ConfigError.single("data.tasks", "selects no tasks; check include/exclude, dirs and the split")
     if src.max_examples_per_split:
@@ -50,6 +51,30 @@ def load_tasks(src: TaskSourceConfig) -> list[Task]:
         validate_task(t, c)
     c.raise_if_any(TaskFormatError)
     return tasks
+
+
+def _check_unique_names(tasks: list[Task]) -> None:
+    """Two tasks of one name (a folder named like a synthetic or shared task) would be merged in every
+    result and averaged as if they were seeds: refuse, naming where each came from."""
+    seen: dict[str, Task] = {}
+    c = Collector()
+    for t in tasks:
+        if t.name in seen:
+            first = seen[t.name]
+
+            def where(x: Task) -> str:
+                files = list(x.split_files.values())
+                return str(Path(files[0]).parent) if files else (x.source or "synthetic suite")
+
+            c.add(
+                t.name,
+                f"two tasks have this name ({where(first)}; {where(t)}); names must be unique: rename the "
+                "task folder's name: in task.yaml, or leave one source out (tasks.include / tasks.exclude)",
+                "name",
+            )
+        else:
+            seen[t.name] = t
+    c.raise_if_any(TaskFormatError)
 
 
 def _selected(t: Task | object, src: TaskSourceConfig) -> bool:
@@ -155,6 +180,15 @@ def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig, tag: str 
         )
         for s in task_seqs:
             s.tag = tag
+        if not task_seqs and tt.skipped:
+            c.add(
+                task.name,
+                f"every one of its {tt.skipped} '{cfg.train_split}' examples is longer than max_length "
+                f"{cfg.max_length} and was skipped, so the task would vanish from training; raise data.max_length "
+                "or set data.on_overlong=truncate_input",
+                "data.on_overlong",
+            )
+            continue
         seqs += task_seqs
         stats.per_task[task.name] = tstats
     c.raise_if_any(TaskFormatError)

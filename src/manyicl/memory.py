@@ -49,6 +49,7 @@ def estimate_training_mb(
     lora_targets: list[str] | None,
     lora_params: int,
     gradient_checkpointing: bool,
+    mask_elements: int = 0,
 ) -> dict:
     """Rough peak memory of training, broken down, in MB.
 
@@ -79,6 +80,8 @@ def estimate_training_mb(
         "trainable_state_mb": state / mb,
         "activations_mb": acts / mb,
         "logits_mb": logits / mb,
+        # packed rows get a dense block-diagonal mask (one byte per query x key pair): quadratic in the row
+        "attention_mask_mb": mask_elements / mb,
         "overhead_mb": RUNTIME_OVERHEAD_MB,
     }
     parts["total_mb"] = sum(parts.values())
@@ -111,7 +114,29 @@ def available_mb(device: torch.device | str = "cpu") -> float:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free / 2**20
-    return psutil.virtual_memory().available / 2**20
+    free = psutil.virtual_memory().available
+    limit = cgroup_free_bytes()
+    return (min(free, limit) if limit is not None else free) / 2**20
+
+
+def cgroup_free_bytes() -> int | None:
+    """What the container's memory limit still allows (cgroup v2 or v1), or None without a limit: a
+    machine's free memory overstates what a process in a limited container may take."""
+    for limit_f, usage_f in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            raw = open(limit_f).read().strip()
+            if raw == "max":
+                return None
+            limit, usage = int(raw), int(open(usage_f).read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit >= 1 << 60:  # v1 reports "no limit" as a huge number
+            return None
+        return max(limit - usage, 0)
+    return None
 
 
 def budget_mb(device: torch.device | str = "cpu") -> float:
@@ -195,6 +220,10 @@ def training_guard(model, cfg, windows, device, reference_model: bool = False, a
         dtype=dtype, mbs=mbs, ckpt=cfg.train.gradient_checkpointing, length=longest, lora=cfg.lora.enabled
     ):
         length = min(length, longest)
+        rows_layout = cfg.train.layout == "rows" or (
+            cfg.train.layout == "auto" and str(device).startswith("cuda")
+        )
+        mask = mbs * length**2 if rows_layout else (mbs * length) ** 2
         e = estimate_training_mb(
             mc,
             dtype,
@@ -203,6 +232,7 @@ def training_guard(model, cfg, windows, device, reference_model: bool = False, a
             targets if lora else None,
             lora_params,
             ckpt,
+            mask,
         )
         if reference_model and not lora:
             e["reference_model_mb"] = e["weights_mb"]

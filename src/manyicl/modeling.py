@@ -254,6 +254,29 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
             "model.adapter", f"{adapter_dir} has no adapter_model.safetensors; only safetensors adapters load"
         )
     try:
+        conf = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        if not isinstance(conf, dict) or "peft_type" not in conf:
+            raise ValueError("no peft_type")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError.single(
+            "model.adapter",
+            f"{adapter_dir}/adapter_config.json is not a valid PEFT adapter config ({str(e)[:120]}); "
+            "re-save the adapter or point to another one",
+        ) from None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
+            names = list(f.keys())
+        if not names:
+            raise ValueError("no tensors")
+    except Exception as e:  # truncated, empty or not safetensors at all
+        raise ConfigError.single(
+            "model.adapter",
+            f"{adapter_dir}/adapter_model.safetensors is unreadable ({type(e).__name__}: {str(e)[:120]}); "
+            "the file is damaged (a copy cut short?): re-train or re-copy the adapter",
+        ) from None
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
@@ -278,6 +301,17 @@ def apply_lora(model, cfg: LoraConfig):
     if missing:
         raise ConfigError.single(
             "lora.target_modules", f"{missing} not in this model; its linear modules are {available}"
+        )
+    widths = [
+        min(m.in_features, m.out_features)
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in cfg.target_modules
+    ]
+    if widths and cfg.r > min(widths):
+        raise ConfigError.single(
+            "lora.r",
+            f"{cfg.r} exceeds the narrowest adapted layer ({min(widths)} wide): a rank above the layer width "
+            f"adds parameters and no capacity; use lora.r <= {min(widths)} (8-64 is usual)",
         )
     pcfg = PeftLoraConfig(
         r=cfg.r,

@@ -29,6 +29,18 @@ def special_prefix(tokenizer) -> list[int]:
     return []
 
 
+MAX_CHARS_PER_TOKEN = 32
+"""No tokenizer in use averages more characters per token than this: text longer than 32 x budget
+characters cannot fit, so it is cut to that before it is ever tokenized (a 50 MB example otherwise costs
+seconds and gigabytes per tokenization)."""
+
+
+def precut_text(text: str, budget: int) -> tuple[str, bool]:
+    """The end of ``text`` that could possibly fit in ``budget`` tokens, and whether it was cut."""
+    limit = max(budget, 1) * MAX_CHARS_PER_TOKEN
+    return (text[-limit:], True) if len(text) > limit else (text, False)
+
+
 class Renderer:
     """Turns a task's examples into token ids under one template and tokenizer."""
 
@@ -73,9 +85,14 @@ class Renderer:
         Returns the ids and whether the input was cut. Cuts by characters and re-tokenizes, so
         the result is always a real tokenization of real text.
         """
+        input, precut = precut_text(input, budget)
         (q,) = self.query_ids([input])
-        if len(q) <= budget:
+        if len(q) <= budget and not precut:
             return q, False
+        if len(q) <= budget:
+            (q,) = self.query_ids(["..." + input.lstrip()])
+            if len(q) <= budget:
+                return q, True
         lo, hi = 1, len(input)  # number of leading characters to drop
         best: list[int] | None = None
         while lo <= hi:
@@ -175,14 +192,16 @@ def tokenize_task(
         examples = examples[:limit]
     r = Renderer(tokenizer, task.template, add_bos=add_bos)
     header = np.asarray(r.header_ids, dtype=np.int64)
-    queries = r.query_ids([e.input for e in examples])
+    # inputs too long to ever fit are cut before tokenization (they are overlong either way)
+    precut = [precut_text(e.input, max_length)[0] for e in examples]
+    queries = r.query_ids(precut)
     targets = r.target_ids([e.output for e in examples])
     budget = max_length - len(header)
     keep_q, keep_t, keep_ex, strata = [], [], [], []
     skipped = truncated = 0
     too_long = Collector()
     for i, (e, q, t) in enumerate(zip(examples, queries, targets)):
-        if len(q) + len(t) > budget:
+        if len(q) + len(t) > budget or precut[i] is not e.input:
             if on_overlong == "error":
                 where = f"{task.split_files.get(split, task.name + '/' + split)}:{e.line or i + 1}"
                 too_long.add(
@@ -195,7 +214,7 @@ def tokenize_task(
             if on_overlong == "skip" or len(t) >= budget - 4:
                 skipped += 1
                 continue
-            q, _ = r.fit_query(e.input, budget - len(t))
+            q, _ = r.fit_query(precut[i], budget - len(t))
             if len(q) + len(t) > budget:
                 skipped += 1
                 continue
