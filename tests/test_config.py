@@ -9,26 +9,32 @@ SHIPPED = sorted(builtin_config_dir().glob("*.yaml"))
 
 
 def _config_class(path: Path):
-    """Shipped configs name their workflow in the file name prefix; everything else is a TrainConfig."""
+    """The class of the workflow a shipped config declares (``workflow:``)."""
     from manyicl import config as C
+    from manyicl.fileio import load_yaml
 
-    for prefix, name in (
-        ("eval", "EvalConfig"),
-        ("quickstart", "QuickstartConfig"),
-        ("experiment", "ExperimentConfig"),
-        ("perplexity", "PerplexityConfig"),
-        ("distill", "DistillConfig"),
-        ("icl_preserve", "ICLPreserveConfig"),
-    ):
-        if path.stem.startswith(prefix):
-            return getattr(C, name)
-    return TrainConfig
+    declared = (load_yaml(path.read_text()) or {}).get("workflow")
+    by_workflow = {w: name for name, w in C.WORKFLOWS.items()}
+    assert declared in by_workflow, f"{path.name} must declare workflow: one of {sorted(by_workflow)}"
+    return getattr(C, by_workflow[declared])
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_every_shipped_yaml_loads(path):
-    cfg = load_config(_config_class(path), path)
-    assert cfg is not None
+def test_every_shipped_yaml_declares_its_workflow_and_loads(path):
+    from manyicl.config import dump_yaml
+
+    cls = _config_class(path)
+    cfg = load_config(cls, path)
+    assert type(cfg) is cls
+    # the resolved config round-trips through YAML unchanged (nothing the file says is lost)
+    assert load_config(cls, data=__import__("yaml").safe_load(dump_yaml(cfg))) == cfg
+
+
+def test_a_config_for_another_workflow_is_refused():
+    from manyicl.config import EvalConfig
+
+    with pytest.raises(ConfigError, match="workflow"):
+        load_config(EvalConfig, "synthetic")
 
 
 def test_shipped_configs_exist():

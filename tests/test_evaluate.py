@@ -244,3 +244,27 @@ def test_a_refused_evaluation_leaves_nothing_behind(tmp_path, tok, model, monkey
     with pytest.raises(ManyICLError):
         evaluate(_cfg(tmp_path), model=model, tokenizer=tok, tasks=[toy_task(60)])
     assert not (tmp_path / "config.yaml").exists() and not (tmp_path / "points").exists()
+
+
+def test_an_adapter_changes_the_scores_and_the_base_comes_back(tmp_path, tok):
+    """Guards the mutation 'evaluate never loads (or never unloads) the adapter'."""
+    from manyicl.config import LoraConfig
+    from manyicl.modeling import apply_lora, tiny_model
+
+    peft_model = apply_lora(tiny_model(len(tok)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 2.0)  # a strong, non-zero adapter
+    peft_model.save_pretrained(tmp_path / "adapter")
+    base = tiny_model(len(tok)).eval()
+    cfg = _cfg(tmp_path / "eval", "shots=[0,2]", "seeds=[0]", "max_queries=10")
+    cfg.adapters = {"base": None, "tuned": str(tmp_path / "adapter"), "base_again": None}
+    res = evaluate(cfg, model=base, tokenizer=tok, tasks=[toy_task(60)])
+    pred = {}
+    for p in res.predictions:
+        pred.setdefault(p["model"], []).append((p["shots"], p["query"], p["split"], p["option_scores"]))
+    assert pred["base"] == pred["base_again"]  # the base model is restored after the adapter
+    assert pred["tuned"] != pred["base"]  # the adapter was really used
+    assert not any("lora" in n for n, _ in base.named_parameters())

@@ -279,7 +279,9 @@ def score_queries(
         for q, lls in zip(queries, all_lls):
             vals = [lp / n if normalize == "tokens" else lp for lp, n in lls]
             pred = q.options[int(np.argmax(vals))]
-            scores.append({"score": float(pred == q.example.output)})
+            scores.append(
+                {"score": float(pred == q.example.output), "option_scores": [round(v, 4) for v in vals]}
+            )
             preds.append(pred)
         return scores, preds
     texts = pc.generate_many(
@@ -562,6 +564,7 @@ def _evaluate(
                                     "score": x["score"],
                                     "correct": bool(x["score"] >= 1.0),
                                 }
+                                | ({"option_scores": x["option_scores"]} if "option_scores" in x else {})
                             )
                         preds_out.extend(point_preds)
                         store.put(label, pt.task.name, seed, shot_label, row, point_preds)
