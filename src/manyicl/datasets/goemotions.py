@@ -1,0 +1,113 @@
+"""GoEmotions multi-label emotion classification of Reddit comments (original 28 labels, Ekman groups,
+sentiment groups)."""
+
+from __future__ import annotations
+
+from ..tasks import Example, Task
+from .common import (
+    DatasetSpec,
+    LoadContext,
+    drop_notes,
+    file_line,
+    make_task,
+    one_line,
+    read_text,
+    text_template,
+)
+
+_GOEMO_VARIANT = {"goemotions": "original", "goemotions_ekman": "ekman", "goemotions_group": "group"}
+
+
+def load_goemotions(spec: DatasetSpec, cx: LoadContext) -> Task:
+    d = cx.root / "goemotions" / _GOEMO_VARIANT[spec.name]
+    lab_text = read_text(d / "labels.txt", cx)
+    labels = [x.strip() for x in (lab_text or "").splitlines() if x.strip()]
+    if lab_text is not None and not labels:
+        cx.problems.add(str(d / "labels.txt"), "no labels (one label name per line)")
+    splits: dict[str, list[Example]] = {}
+    dropped: dict[str, int] = {}
+    for split in ("train", "dev", "test"):
+        path = d / f"{split}.tsv"
+        text = read_text(path, cx)
+        if text is None:
+            continue
+        exs: list[Example] = []
+        for line, row in enumerate(text.split("\n"), 1):
+            if not row.strip():
+                continue
+            parts = row.rstrip("\r").split("\t")
+            if len(parts) != 3:
+                cx.problems.add(
+                    file_line(path, line),
+                    f"expected 3 tab-separated columns (text, label ids, id), got {len(parts)}",
+                )
+                continue
+            ids: set[int] = set()
+            bad = False
+            for tok in parts[1].split(","):
+                tok = tok.strip()
+                if not tok.isdigit() or int(tok) >= len(labels):
+                    cx.problems.add(
+                        file_line(path, line),
+                        f"label id {tok!r} is not an index into labels.txt (0..{len(labels) - 1})",
+                        "labels",
+                    )
+                    bad = True
+                    break
+                ids.add(int(tok))
+            if bad:
+                continue
+            txt = one_line(parts[0])
+            if not txt:
+                dropped[split] = dropped.get(split, 0) + 1
+                continue
+            exs.append(Example(txt, ", ".join(labels[i] for i in sorted(ids)), line=line))
+        splits[split] = exs
+    noun = "sentiment group" if spec.name == "goemotions_group" else "emotion"
+    tmpl = text_template(
+        f"You will receive a text input. Your task is to identify every {noun} expressed in the input text "
+        "(one or more, separated by commas).",
+        "Sentiments:" if spec.name == "goemotions_group" else "Emotions:",
+    )
+    notes = [
+        f"multi-label: output = label names joined with ', ' in labels.txt order ({_GOEMO_VARIANT[spec.name]}/)",
+        *drop_notes(dropped, "rows with an empty text"),
+    ]
+    return make_task(
+        spec,
+        tmpl,
+        splits,
+        labels=tuple(labels),
+        notes=notes,
+        metric="multilabel_f1",
+        split_files={s: str(d / f"{s}.tsv") for s in splits},
+        label_separator=", ",
+    )
+
+
+SPECS: list[DatasetSpec] = [
+    DatasetSpec(
+        "goemotions",
+        "mlcls",
+        "goemotions",
+        "GoEmotions multi-label emotion classification of Reddit comments, 28 labels",
+        load_goemotions,
+        ("goemotions/original/labels.txt", "goemotions/original/train.tsv"),
+    ),
+    DatasetSpec(
+        "goemotions_ekman",
+        "mlcls",
+        "goemotions",
+        "GoEmotions mapped to the 7 Ekman emotion groups (multi-label)",
+        load_goemotions,
+        ("goemotions/ekman/labels.txt", "goemotions/ekman/train.tsv"),
+    ),
+    DatasetSpec(
+        "goemotions_group",
+        "mlcls",
+        "goemotions",
+        "GoEmotions mapped to 4 sentiment groups (multi-label)",
+        load_goemotions,
+        ("goemotions/group/labels.txt", "goemotions/group/train.tsv"),
+    ),
+]
