@@ -548,8 +548,10 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
         from .experiment_report import write_experiment_report
 
         return write_experiment_report(cfg, plan, cells)
+    from .fileio import check_output_dir
+
+    out = check_output_dir(cfg.output_dir)
     check_settings(out, cfg)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     model, tok = load_model(replace(cfg.train.model, adapter=None))
     ctx = Context(cfg, out, cells, model, tok, held_in, held_out)

@@ -509,6 +509,14 @@ def _check_previous_run(out: Path, cfg: TrainConfig) -> None:
             ("model", (out / "model").is_dir()),
         ) if present
     ]  # fmt: skip
+    for stale in [
+        *out.glob(".adapter.*"),
+        *out.glob(".model.*"),
+        *(out / "checkpoints").glob(".step-*"),
+        *out.glob(".*.tmp"),
+    ]:
+        # half-written temp files of a killed run (we hold the folder's lock: nobody else is writing)
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     if not found or cfg.resume:
         return
     if cfg.overwrite:
@@ -531,10 +539,11 @@ def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
+    tasks = load_tasks(cfg.data.tasks) if data is None else None  # bad task data fails before the model loads
     if model is None:
         model, tokenizer = prepare_model(cfg)
     if data is None:
-        data = build_training_data(load_tasks(cfg.data.tasks), tokenizer, cfg.data)
+        data = build_training_data(tasks, tokenizer, cfg.data)
     if not data.windows:
         raise ManyICLError("the build has no training windows: check data.tasks and data.train_split")
     kl_w = cfg.optim.kl_to_base
