@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Collector, Problem
-from .tasks import _LINE_END, Example, check_strings, jsonl_lines, parse_json_line, read_text_file
+from .examples import LINE_END, Example, check_strings, jsonl_lines, parse_json_line, read_text_file
 
 SOURCE_KEYS = {
     "format",
@@ -478,7 +478,7 @@ def read_label_file(path: Path, c: Collector, where: str) -> dict[str, str] | No
     text = read_text_file(path, c)
     if text is None:
         return None
-    lines = _LINE_END.split(text)
+    lines = LINE_END.split(text)
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
@@ -554,7 +554,7 @@ def _read_lines(path: Path, c: Collector) -> list[str] | None:
     text = read_text_file(path, c)
     if text is None:
         return None
-    lines = _LINE_END.split(text)
+    lines = LINE_END.split(text)
     while lines and not lines[-1].strip():  # the final line break, and blank lines after the last example
         lines.pop()
     if not lines:
