@@ -413,3 +413,21 @@ def test_the_memory_budget_respects_a_cgroup_limit(monkeypatch):
 
     monkeypatch.setattr(mem, "cgroup_free_bytes", lambda: 512 * 2**20)
     assert mem.available_mb("cpu") <= 512
+
+
+def test_adapter_labels_cannot_name_paths_outside_the_output_folder():
+    from manyicl.config import EvalConfig
+
+    with pytest.raises(ConfigError, match="not a safe name"):
+        load_config(EvalConfig, "eval_synthetic", ["adapters={../../victim: null}"])
+    load_config(EvalConfig, "eval_synthetic", ["adapters={base: null, many_shot_all.v2: null}"])
+
+
+def test_stale_temp_files_of_a_killed_run_are_cleaned(tmp_path):
+    cfg = _train_cfg(tmp_path, **{"train.max_steps": 2})
+    (tmp_path / "checkpoints" / ".step-000002.abc").mkdir(parents=True)
+    (tmp_path / ".adapter.xyz").mkdir()
+    (tmp_path / ".metrics.jsonl.123.tmp").write_text("x")
+    _run(cfg)
+    assert not list(tmp_path.glob(".adapter.*")) and not list(tmp_path.glob(".*.tmp"))
+    assert not list((tmp_path / "checkpoints").glob(".step-*"))

@@ -556,6 +556,9 @@ class ExperimentConfig:
     overwrite: bool = False
     """Discard the finished cells in output_dir when they were made with other settings (by default such
     a run is refused: it would report numbers the new settings did not produce)."""
+    eval_order: Literal["by_method", "by_task"] = "by_method"
+    """Order of the evaluation cells: every task of one method first, or every method on one task first
+    (a study run in parts then has paired comparisons on the tasks finished so far)."""
 
     def validate(self, where: str, c: Collector) -> None:
         from .methods import METHODS

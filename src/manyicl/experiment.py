@@ -466,6 +466,7 @@ def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
 _SELECTION = {
     "output_dir", "methods", "run_perplexity", "demos_check_tasks", "ablation.categories", "overwrite",
     "heldout_ce_sequences",  # its cells record their own count and are redone when it changes
+    "eval_order",
 }  # fmt: skip
 
 
@@ -599,14 +600,16 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
             cell = _train_cell(ctx, key, out / "loco" / cat / m, dcfg, tasks, m)
             loco_adapters[(cat, m)] = cell["final_dir"]
             show(key)
-    for m in plan.methods:
-        for t in held_out:
-            key = f"eval/{m}/{t.name}"
-            if m == "task_level":
-                _eval_cell(ctx, key, m, task_level[t.name], t, shots=[0])
-            else:
-                _eval_cell(ctx, key, m, adapters.get(m), t)
-            show(key)
+    pairs = [(m, t) for m in plan.methods for t in held_out]
+    if cfg.eval_order == "by_task":  # every method on a task before the next task: paired results early
+        pairs = [(m, t) for t in held_out for m in plan.methods]
+    for m, t in pairs:
+        key = f"eval/{m}/{t.name}"
+        if m == "task_level":
+            _eval_cell(ctx, key, m, task_level[t.name], t, shots=[0])
+        else:
+            _eval_cell(ctx, key, m, adapters.get(m), t)
+        show(key)
     for cat, names in plan.loco.items():
         for m in cfg.ablation.methods:
             for t in [t for t in held_out if t.name in names]:
