@@ -11,7 +11,6 @@ This module is the schema (every config dataclass); the loading machinery lives 
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
