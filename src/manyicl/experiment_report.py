@@ -11,7 +11,7 @@ import numpy as np
 
 from .fileio import atomic_write_json, atomic_write_text
 from .methods import LABELS, META
-from .report import _cost_table, curve_table, plot_curves, write_csv
+from .report import _cost_table, curve_table, perplexity_table, plot_curves, write_csv
 from .stats import PairedTest, holm, paired_test, paired_test_pooled, score_ci, verdict
 
 ALPHA = 0.05
@@ -518,7 +518,6 @@ def _budget_text(cfg) -> str:
 def write_experiment_report(cfg, plan, cells) -> Path:
     """report.md, results.json, results.csv, predictions.jsonl.gz and plots for an experiment."""
     from .evaluate import save_predictions
-    from .perplexity import perplexity_table
 
     outdir = Path(cfg.output_dir)
     summary, rows, preds, info = _collect(cfg, plan, cells)

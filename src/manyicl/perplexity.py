@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from .config import PerplexityConfig, dump_yaml
 from .errors import ConfigError, ManyICLError
 from .fileio import atomic_write_json, atomic_write_text
+from .report import perplexity_table  # formatted report-side; importable from here as before
 
 log = logging.getLogger(__name__)
 
@@ -170,46 +171,6 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
     atomic_write_json(out / "perplexity.json", {"books": [f.name for f in files], "rows": rows})
     atomic_write_text(out / "perplexity.md", perplexity_table(rows))
     return res
-
-
-def perplexity_table(rows: list[dict], baseline: str | None = None) -> str:
-    """Paper Table 5 layout: models x context lengths, with the change against the baseline model."""
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    lengths = sorted({r["context_length"] for r in rows}, reverse=True)
-    baseline = baseline or models[0]
-    cell = {(r["model"], r["context_length"]): r for r in rows}
-    lines = [
-        "| model | " + " | ".join(str(L) for L in lengths) + " |",
-        "|---|" + "---|" * len(lengths),
-    ]
-    for m in models:
-        cells = []
-        for L in lengths:
-            r = cell.get((m, L))
-            if r is None:
-                cells.append("-")
-                continue
-            txt = f"{r['perplexity']:.2f}"
-            b = cell.get((baseline, L))
-            if m != baseline and b:
-                txt += f" ({r['perplexity'] - b['perplexity']:+.2f})"
-            cells.append(txt)
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    bpb = [
-        f"| {m} | "
-        + " | ".join(f"{cell[(m, L)]['bits_per_byte']:.3f}" if (m, L) in cell else "-" for L in lengths)
-        + " |"
-        for m in models
-    ]
-    return (
-        "Perplexity by context length (change vs "
-        + baseline
-        + ")\n\n"
-        + "\n".join(lines)
-        + "\n\nBits per byte\n\n"
-        + "\n".join(lines[:2] + bpb)
-        + "\n"
-    )
 
 
 def _default_books() -> Path:

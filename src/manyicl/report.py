@@ -180,6 +180,46 @@ def plot_curves(
     return path
 
 
+def perplexity_table(rows: list[dict], baseline: str | None = None) -> str:
+    """Paper Table 5 layout: models x context lengths, with the change against the baseline model."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lengths = sorted({r["context_length"] for r in rows}, reverse=True)
+    baseline = baseline or models[0]
+    cell = {(r["model"], r["context_length"]): r for r in rows}
+    lines = [
+        "| model | " + " | ".join(str(L) for L in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
+    for m in models:
+        cells = []
+        for L in lengths:
+            r = cell.get((m, L))
+            if r is None:
+                cells.append("-")
+                continue
+            txt = f"{r['perplexity']:.2f}"
+            b = cell.get((baseline, L))
+            if m != baseline and b:
+                txt += f" ({r['perplexity'] - b['perplexity']:+.2f})"
+            cells.append(txt)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    bpb = [
+        f"| {m} | "
+        + " | ".join(f"{cell[(m, L)]['bits_per_byte']:.3f}" if (m, L) in cell else "-" for L in lengths)
+        + " |"
+        for m in models
+    ]
+    return (
+        "Perplexity by context length (change vs "
+        + baseline
+        + ")\n\n"
+        + "\n".join(lines)
+        + "\n\nBits per byte\n\n"
+        + "\n".join(lines[:2] + bpb)
+        + "\n"
+    )
+
+
 def write_csv(rows: list[dict], path: Path, fields: list[str]) -> Path:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
