@@ -379,7 +379,7 @@ def _score(model, tok, tasks: list[Task], cfg: DistillConfig, shots: int, with_p
 
 def distill(cfg: DistillConfig) -> Path:
     """Run every (method, update, k) cell; write report.md, results.json/.csv and plots. Resumable."""
-    from .experiment import Cells
+    from .cells import Cells
     from .modeling import load_model
 
     out = Path(cfg.output_dir)

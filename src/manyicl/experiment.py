@@ -10,98 +10,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .cells import Cells, _lock_holder_alive  # noqa: F401 - re-exported for callers
 from .config import ExperimentConfig, dump_yaml
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_text
 from .methods import LABELS, META, METHODS  # noqa: F401 - re-exported for callers
 from .tasks import Task
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------
-# Cells
-# --------------------------------------------------------------------------------------------
-
-
-class Cells:
-    """Finished work on disk: ``cells/<key>.json``; ``<key>.running`` while a process works on it."""
-
-    def __init__(self, root: Path):
-        self.root = root / "cells"
-
-    def _json(self, key: str) -> Path:
-        return self.root / f"{key}.json"
-
-    def _lock(self, key: str) -> Path:
-        return self.root / f"{key}.running"
-
-    def get(self, key: str) -> dict | None:
-        """The finished cell, or None. A cell file that does not parse (torn by a crash or edited) is set
-        aside as ``<key>.json.corrupt`` and its work redone, never trusted and never fatal."""
-        import json
-
-        p = self._json(key)
-        if not p.exists():
-            return None
-        try:
-            value = json.loads(p.read_text(encoding="utf-8"))
-            if not isinstance(value, dict):
-                raise ValueError("not a JSON object")
-            return value
-        except (ValueError, UnicodeDecodeError) as e:
-            log.warning("cell %s is unreadable (%s); set aside as %s.corrupt and redone", key, e, p.name)
-            os.replace(p, p.with_name(p.name + ".corrupt"))
-            return None
-
-    def put(self, key: str, value: dict) -> None:
-        atomic_write_json(self._json(key), value)
-
-    def state(self, key: str) -> str:
-        if self._json(key).exists():
-            return "done"
-        lock = self._lock(key)
-        if lock.exists():
-            try:
-                return "running" if _lock_holder_alive(lock.read_text()) else "interrupted"
-            except OSError:
-                return "interrupted"
-        return "todo"
-
-    @contextmanager
-    def working(self, key: str):
-        lock = self._lock(key)
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        lock.write_text(f"{os.getpid()} {_process_start(os.getpid()):.2f}\n")
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
-
-
-def _process_start(pid: int) -> float:
-    import psutil
-
-    return psutil.Process(pid).create_time()
-
-
-def _lock_holder_alive(text: str) -> bool:
-    """A lock names its process and that process's start time, so a stale lock whose PID now belongs to
-    an unrelated process is not mistaken for a running cell."""
-    try:
-        pid_s, start_s = text.split()[:2]
-        pid, start = int(pid_s), float(start_s)
-    except ValueError:
-        return False
-    try:
-        return abs(_process_start(pid) - start) < 1.0
-    except Exception:  # psutil.NoSuchProcess, AccessDenied, ...
-        return False
 
 
 SYMBOL = {"done": "✓", "running": "▶", "interrupted": "✗", "todo": "·"}

@@ -348,7 +348,7 @@ def _run_cells(ctx: Context, run: RunSpec) -> dict:
 
 def icl_preserve(cfg: ICLPreserveConfig) -> Path:
     """Run (or continue) every run of the study, then write report.md, results.json/csv and plots."""
-    from .experiment import Cells
+    from .cells import Cells
     from .modeling import load_model
 
     out = Path(cfg.output_dir)
