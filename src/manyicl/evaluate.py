@@ -30,6 +30,7 @@ from .memory import PeakMemory, eval_guard
 from .metrics import score_generation
 from .overlap import drop_train_test_duplicates
 from .packing import balanced_order
+from .predictions import load_predictions, save_predictions  # noqa: F401 - re-exported
 from .tasks import Example, Task
 from .templates import Renderer, tokenize_task
 
@@ -737,24 +738,3 @@ def save_results_json(res: EvalResult, cfg: EvalConfig) -> Path:
             "memory": res.memory,
         },
     )
-
-
-def save_predictions(path: Path, preds: list[dict]) -> Path:
-    """predictions.jsonl (or .jsonl.gz): one line per model x task x seed x shots x query."""
-    import gzip
-    import json
-
-    text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)
-    if str(path).endswith(".gz"):
-        from .fileio import atomic_save
-
-        return atomic_save(path, lambda tmp: Path(tmp).write_bytes(gzip.compress(text.encode(), mtime=0)))
-    return atomic_write_text(path, text)
-
-
-def load_predictions(path: Path) -> list[dict]:
-    import gzip
-    import json
-
-    raw = gzip.decompress(path.read_bytes()).decode() if str(path).endswith(".gz") else path.read_text()
-    return [json.loads(line) for line in raw.splitlines() if line.strip()]
