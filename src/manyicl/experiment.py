@@ -252,6 +252,20 @@ def _task_level_split(task: Task, cfg: ExperimentConfig) -> tuple[Task, Task]:
     return replace(task, splits=splits_train), replace(task, splits={cfg.eval.demo_split: dev})
 
 
+def _families_interleaved(tasks: list[Task]) -> list[Task]:
+    """Tasks dealt round-robin over their families (intent_0, numeric_0, ..., intent_1, ...): a study
+    stopped part-way has covered every family, not all instances of the first one."""
+    by_family: dict[str, list[Task]] = {}
+    for t in tasks:
+        by_family.setdefault(t.family or t.name, []).append(t)
+    out: list[Task] = []
+    while any(by_family.values()):
+        for fam in list(by_family):
+            if by_family[fam]:
+                out.append(by_family[fam].pop(0))
+    return out
+
+
 def _distributed() -> bool:
     import torch.distributed as dist
 
@@ -521,7 +535,7 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
             show(key)
     pairs = [(m, t) for m in plan.methods for t in held_out]
     if cfg.eval_order == "by_task":  # every method on a task before the next task: paired results early
-        pairs = [(m, t) for t in held_out for m in plan.methods]
+        pairs = [(m, t) for t in _families_interleaved(held_out) for m in plan.methods]
     for m, t in pairs:
         key = f"eval/{m}/{t.name}"
         if m == "task_level":
