@@ -229,6 +229,7 @@ def _budget_text(cfg) -> str:
 
 def write_experiment_report(cfg, plan, cells) -> Path:
     """report.md, results.json, results.csv, predictions.jsonl.gz and plots for an experiment."""
+    from .modeling import resolve_dtype
     from .predictions import save_predictions
 
     outdir = Path(cfg.output_dir)
@@ -296,7 +297,7 @@ def write_experiment_report(cfg, plan, cells) -> Path:
     lines = [
         f"# Experiment report: {outdir.name}",
         "",
-        f"Base model `{cfg.train.model.name_or_path}` (trained in {cfg.train.model.dtype}; scored in "
+        f"Base model `{cfg.train.model.name_or_path}` (trained in {resolve_dtype(cfg.train.model.dtype, cfg.train.model.device)}; scored in "
         f"{next((c.get('scoring_dtype') for c in [cells.get(f'eval/{m}/{t}') for m in plan.methods for t in plan.held_out] if c and c.get('scoring_dtype')), '?')}), "
         f"LoRA r={cfg.train.lora.r} on {', '.join(cfg.train.lora.target_modules)}; context {cfg.train.data.max_length} tokens in "
         f"training and {cfg.eval.max_length} in evaluation. Budget — {_budget_text(cfg)}. Few-shot k={cfg.few_shot_k}. "
@@ -304,6 +305,8 @@ def write_experiment_report(cfg, plan, cells) -> Path:
         f"demonstration seeds {list(cfg.eval.seeds)} (a fresh balanced draw in random order for every seed and shot count); "
         f"shots {', '.join(map(str, cfg.eval.shots))}.",
         "",
+        f"Evaluated so far: {len(tasks)} of {len(plan.held_out)} held-out tasks, methods {', '.join(methods)}"
+        f"{' (the study runs in parts; `--status` shows what is left)' if len(tasks) < len(plan.held_out) else ''}. "
         f"{n_queries:,} test-query outcomes in `predictions.jsonl.gz` (seeds {seeds_seen}); every number below is recomputed from it. "
         "Intervals are 95% (bootstrap over queries, each query's mean over seeds; Wilson for one seed of 0/1 scores). "
         "Paired tests compare two models on the same queries: exact McNemar for one seed of 0/1 outcomes, otherwise a "
