@@ -286,15 +286,8 @@ def compute_claims(cfg, plan, cells, out: Outcomes, summary: list[dict]) -> tupl
             }
         )
     if "task_level" in has and ours in has:
-        tl_pairs = []
-        by = {(s["model"], s["task"]): s for s in summary}
-        for t in tasks:
-            s_ours = by.get((ours, t))
-            if s_ours and _best_label(s_ours):
-                p = out.pair("task_level", ours, t, "0", _best_label(s_ours))
-                if p is not None:
-                    tl_pairs.append(p)
-        t = paired_test_pooled(tl_pairs) if tl_pairs else None
+        # task-level FT has one shot count (0), which is its dev-chosen one: each model at its own best
+        t = pooled_best_test(out, summary, "task_level", ours, tasks)
         tests["task_level-many_shot_all_best"] = t
         claims.append(
             _claim(

@@ -21,7 +21,7 @@ from .claims import (
 )
 from .fileio import atomic_write_json, atomic_write_text
 from .methods import LABELS, META
-from .report import _cost_table, curve_table, perplexity_table, plot_curves, write_csv
+from .report import _cost_table, _safe, curve_table, perplexity_table, plot_curves, write_csv
 from .stats import holm, paired_test, score_ci, verdict
 
 # --------------------------------------------------------------------------------------------
@@ -474,7 +474,3 @@ def write_experiment_report(cfg, plan, cells) -> Path:
         },
     )
     return atomic_write_text(outdir / "report.md", "\n".join(lines))
-
-
-def _safe(name: str) -> str:
-    return name.replace(":", "_").replace("/", "_")
