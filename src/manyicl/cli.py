@@ -49,6 +49,11 @@ EXAMPLES: dict[str, list[str]] = {
         'manyicl eval eval_folder "tasks.dirs=[my_tasks]" adapters.base=null adapters.mine=runs/mine/adapter',
         "manyicl eval eval_synthetic scoring.normalize=tokens output_dir=runs/eval_tokens",
     ],
+    "serve": [
+        "manyicl serve --model tiny-random-llama --tasks my_tasks --port 8000",
+        "manyicl serve --adapter runs/synthetic/adapter --allow-root /data/tasks --api-key $KEY",
+        "manyicl serve --host 0.0.0.0 --state-dir /var/lib/manyicl --cache-ram-mb 8192 --preload",
+    ],
     "quickstart": [
         "manyicl quickstart",
         "manyicl quickstart --output runs/qs2 train.train.max_steps=10 eval.max_queries=10",
@@ -859,6 +864,13 @@ def cmd_config_show(a: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    from .serve import serve
+    from .serve.config import config_from_args
+
+    return serve(config_from_args(a))
+
+
 def _epilog(command: str) -> str | None:
     lines = EXAMPLES.get(command)
     return "examples:\n" + "\n".join(f"  {x}" for x in lines) if lines else None
@@ -1070,6 +1082,14 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--test-size", type=int, default=100)
     se.add_argument("--split", default="all", choices=["all", "held_in", "held_out"])
     se.set_defaults(func=cmd_synth_export)
+
+    sv = _add_parser(
+        sub, "serve", help="serve many tasks from one model over HTTP (cached many-shot prompts)"
+    )
+    from .serve.config import add_arguments as add_serve_arguments
+
+    add_serve_arguments(sv)
+    sv.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("config", help="shipped configs and the documented schema")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
