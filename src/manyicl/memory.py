@@ -88,15 +88,45 @@ def estimate_training_mb(
     return {k: round(v, 1) for k, v in parts.items()}
 
 
-def estimate_eval_mb(model_config, dtype: str, context_tokens: int, batch_tokens: int) -> dict:
-    """Weights + the prompt's KV cache + one batch of query/option tokens' activations and logits."""
+def attention_layout(model_config) -> list[int | None]:
+    """Per layer: its sliding window, or None for full attention (all full when it cannot be read)."""
+    try:
+        from .caching import attention_windows
+
+        windows = attention_windows(model_config)
+    except Exception:  # a stand-in config without layer types: plain full attention
+        windows = []
+    return windows or [None] * model_config.num_hidden_layers
+
+
+def kv_cache_tokens(
+    model_config, context_tokens: int, batch_tokens: int, sliding_history: bool = False
+) -> int:
+    """Token-layers a prompt cache holds at its peak (the prompt plus one batch of new tokens), the way
+    manyicl's PromptCache keeps them: a full-attention layer every token, a sliding-window layer (window
+    W) only the prompt's last W - 1 tokens plus the batch (all of them with ``sliding_history``)."""
+    total = 0
+    for w in attention_layout(model_config):
+        kept = context_tokens if w is None or sliding_history else min(context_tokens, w - 1)
+        total += kept + batch_tokens
+    return total
+
+
+def estimate_eval_mb(
+    model_config, dtype: str, context_tokens: int, batch_tokens: int, sliding_history: bool = False
+) -> dict:
+    """Weights + the prompt's KV cache + one batch of query/option tokens' activations and logits.
+
+    The KV cache counts what PromptCache keeps (:func:`kv_cache_tokens`): on Gemma 3 270M at 32K
+    tokens, 3 full layers hold all 32K tokens and 15 sliding layers 511 each, about a sixth of what 18
+    full layers would. Attention (weights and the boolean mask) is that of a full layer, the largest."""
     d = _model_dims(model_config)
     wb = _DTYPE_BYTES.get(dtype, 4)
     mb = 2**20
-    kv = (context_tokens + batch_tokens) * d["layers"] * 2 * d["kv_heads"] * d["head_dim"] * wb
-    attn = (
-        batch_tokens * (context_tokens + batch_tokens) * getattr(model_config, "num_attention_heads", 1) * 4
-    )
+    kv_tokens = kv_cache_tokens(model_config, context_tokens, batch_tokens, sliding_history)
+    kv = kv_tokens * 2 * d["kv_heads"] * d["head_dim"] * wb
+    heads = getattr(model_config, "num_attention_heads", 1)
+    attn = batch_tokens * (context_tokens + batch_tokens) * (heads * 4 + 1)
     parts = {
         "weights_mb": d["params"] * wb / mb,
         "kv_cache_mb": kv / mb,
@@ -270,6 +300,16 @@ def eval_guard(model, cfg, batch_tokens: int, device) -> dict:
     mc = model.config
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     step = max(batch_tokens, min(cfg.scoring.prefill_chunk, cfg.max_length))
+    positions = getattr(mc, "max_position_embeddings", None)
+    if positions and cfg.max_length > positions:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "max_length=%d exceeds the model's %d positions (Gemma 3 270M: 32768, SmolLM2: 8192): "
+            "prompts past them are outside what the model was trained on",
+            cfg.max_length,
+            positions,
+        )
 
     def est(length=cfg.max_length, step=step, dtype=dtype):
         return estimate_eval_mb(mc, dtype, length, step)
