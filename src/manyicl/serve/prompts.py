@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..caching import PromptCache, prompt_hash
+from ..caching import OptionTrie, PromptCache, prompt_hash
 from ..config import EvalConfig
 from ..evaluate import PreparedTask, answer_mode, shot_plan
 from ..overlap import drop_train_test_duplicates
@@ -51,6 +51,7 @@ class ServedTask:
     demo_pool: int = 0
     """Demonstrations the prompt was drawn from."""
     _option_ids: dict[tuple[str, ...], list[list[int]]] = field(default_factory=dict, repr=False)
+    _trie_sizes: dict[tuple[str, ...], int] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -68,6 +69,12 @@ class ServedTask:
         if options not in self._option_ids:
             self._option_ids[options] = self.renderer.target_ids(list(options))
         return self._option_ids[options]
+
+    def trie_size(self, options: tuple[str, ...]) -> int:
+        """Tokens of the options' trie (shared prefixes once): what one input adds to a forward pass."""
+        if options not in self._trie_sizes:
+            self._trie_sizes[options] = len(OptionTrie.build(self.option_ids(options)).tokens)
+        return self._trie_sizes[options]
 
     def default_options(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.task.labels)) if self.task.category != "mlcls" else ()
@@ -224,6 +231,26 @@ def encode_inputs(st: ServedTask, inputs: list[str], options: list[str] | None) 
             raise TooLarge(f"the task's template alone exceeds the {room} tokens left for an input", "inputs")
         out.append(Encoded(ids, opts, opt_ids, cut))
     return out
+
+
+def pass_chunks(st: ServedTask, items: list[Encoded], budget: int) -> list[list[int]]:
+    """Indices of ``items`` per forward pass: consecutive inputs while their tokens (input + option trie,
+    or input + ``max_new_tokens``) fit ``budget`` -- the passes ``score_options_many`` would make for them."""
+    if st.mode == "options":
+        sizes = [len(e.ids) + st.trie_size(e.options) for e in items]
+    else:
+        budget = max(budget, 4096)
+        sizes = [len(e.ids) + st.max_new_tokens for e in items]
+    out: list[list[int]] = []
+    cur: list[int] = []
+    used = 0
+    for i, n in enumerate(sizes):
+        if cur and used + n > budget:
+            out.append(cur)
+            cur, used = [], 0
+        cur.append(i)
+        used += n
+    return out + [cur] if cur else out
 
 
 def score_encoded(

@@ -22,7 +22,7 @@ from .batcher import Batcher, Job
 from .config import ServeConfig, TaskSettings
 from .errors import Conflict, NotFound, ServeError, Timeout, TooLarge, Unavailable
 from .metrics import ServeMetrics
-from .prompts import ServedTask, build_served_task, encode_inputs, score_encoded
+from .prompts import ServedTask, build_served_task, encode_inputs, pass_chunks, score_encoded
 from .registry import Registry, check_name, resolve_under_roots, settings_from
 from .store import CacheStore
 
@@ -361,7 +361,8 @@ class Service:
         }
 
     def _run_batch(self, name: str, jobs: list[Job]) -> None:
-        """On the worker: every input of ``jobs`` (one task) scored in one batched call."""
+        """On the worker: the inputs of ``jobs`` (one task) scored together against the task's prompt cache,
+        in forward passes of ``token_budget`` tokens; a request is answered as soon as its pass is done."""
         st = self.tasks.get(name)
         if st is None:
             for j in jobs:
@@ -373,7 +374,9 @@ class Service:
             for j in jobs:
                 j.future.set_exception(Unavailable(f"the prompt cache of {name} could not be built: {e}"))
             return
-        items, owners = [], []
+        items: list = []
+        owner: list[int] = []  # per input: its request's index in ``live``
+        live: list[Job] = []
         for j in jobs:
             inputs, options = j.payload
             try:
@@ -381,20 +384,35 @@ class Service:
             except ServeError as e:
                 j.future.set_exception(e)
                 continue
-            owners.append((j, len(items), len(enc)))
+            owner += [len(live)] * len(enc)
+            live.append(j)
             items += enc
+        passes = pass_chunks(st, items, self.token_budget)
+        left = [owner.count(k) for k in range(len(live))]
+        results: list = [None] * len(items)
         t0 = time.perf_counter()
-        results = score_encoded(st, pc, self.tokenizer, items, self.token_budget)
-        dt = time.perf_counter() - t0
+        for chunk in passes:
+            for i, r in zip(
+                chunk, score_encoded(st, pc, self.tokenizer, [items[i] for i in chunk], self.token_budget)
+            ):
+                results[i] = r
+                left[owner[i]] -= 1
+            for k in {owner[i] for i in chunk}:
+                if left[k] == 0:
+                    mine = [results[i] for i in range(len(items)) if owner[i] == k]
+                    batch = {
+                        "requests": len(live),
+                        "inputs": len(items),
+                        "passes": len(passes),
+                        "seconds": round(time.perf_counter() - t0, 6),
+                    }
+                    live[k].future.set_result({"predictions": mine, "batch": batch})
         m = self.metrics
         m.batches.inc()
         m.inputs.inc(len(items))
         m.batch_inputs.observe(len(items))
-        m.batch_requests.observe(len(owners))
-        m.score_seconds.observe(dt)
-        batch = {"requests": len(owners), "inputs": len(items), "seconds": round(dt, 6)}
-        for j, start, n in owners:
-            j.future.set_result({"predictions": results[start : start + n], "batch": batch})
+        m.batch_requests.observe(len(live))
+        m.score_seconds.observe(time.perf_counter() - t0)
 
 
 def load_for_serving(cfg: ServeConfig):
@@ -402,6 +420,10 @@ def load_for_serving(cfg: ServeConfig):
     from ..config import ModelConfig
     from ..modeling import load_model, resolve_device
 
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     dtype = cfg.dtype
     if dtype == "auto" and device.type == "cpu":
