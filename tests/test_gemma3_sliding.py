@@ -36,11 +36,12 @@ def _rand(n: int, seed: int, vocab: int = 259) -> list[int]:
 
 
 def _full_logprobs(model, ids: list[int], start: int) -> list[float]:
-    """Log-prob of ids[start:] recomputed from scratch, no cache."""
+    """Log-prob of ids[start:] recomputed from scratch, no cache (logits only where they are needed)."""
+    keep = torch.arange(start - 1, len(ids) - 1)
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+        logits = model(input_ids=torch.tensor([ids]), logits_to_keep=keep).logits[0].float()
     logp = torch.log_softmax(logits, -1)
-    return [float(logp[t - 1, ids[t]]) for t in range(start, len(ids))]
+    return [float(logp[i, ids[start + i]]) for i in range(len(ids) - start)]
 
 
 def _assert_close(got, want, atol=ATOL):
@@ -145,6 +146,21 @@ def test_a_crop_that_cannot_be_exact_raises(gemma):
     short = PromptCache(gemma, PROMPT[:12])
     short.shrink_prompt(5, recompute=False)
     _assert_close(short.continuation_logprobs(q, t), _full_logprobs(gemma, PROMPT[:5] + q + t, 5 + len(q)))
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llama"])
+def test_eager_attention_caches_exactly(tok, arch):
+    """Eager attention adds the mask to its scores: a boolean mask would add 1/0 and be silently wrong."""
+    from manyicl.modeling import tiny_model
+
+    m = (
+        tiny_gemma3(len(tok), attn="eager") if arch == "gemma3" else tiny_model(len(tok), attn="eager")
+    ).eval()
+    pc = PromptCache(m, PROMPT[:60])
+    q, o = QUERIES[0], TARGETS[0]
+    ((lp, _),) = pc.score_options(q, [o])
+    assert lp == pytest.approx(sum(_full_logprobs(m, PROMPT[:60] + q + o, 60 + len(q))), abs=1e-4)
+    _assert_close(pc.continuation_logprobs(q, o), _full_logprobs(m, PROMPT[:60] + q + o, 60 + len(q)))
 
 
 def test_peft_wrapped_model_caches_exactly(gemma):

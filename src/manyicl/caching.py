@@ -24,7 +24,6 @@ shapes); loading refuses a cache whose key does not match.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -37,133 +36,24 @@ import torch
 
 from .errors import ManyICLError
 from .fileio import atomic_save
+from .kvwindow import (  # noqa: F401 - InexactCropError, attention_windows: public here too
+    InexactCropError,
+    attention_windows,
+    cache_from_tensors,
+    is_prompt_kv,
+    is_window,
+    kernel_mask,
+    new_cache,
+    window_masks,
+)
 
 log = logging.getLogger(__name__)
 
 
-class InexactCropError(ManyICLError):
-    """A sliding-window cache layer no longer holds the tokens a crop or a forward pass would need."""
+def __getattr__(name: str):  # WindowLayer, PromptKV: defined when first asked for (they import transformers)
+    from . import kvwindow
 
-
-def attention_windows(config) -> list[int | None]:
-    """Per decoder layer: its sliding window (keys a query sees, itself included) or None for full
-    attention, read the way transformers' own caches read it."""
-    from transformers.cache_utils import get_layer_types_and_kwargs
-
-    if config is None:
-        return []
-    dec = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    types, kwargs = get_layer_types_and_kwargs(dec)
-    out: list[int | None] = []
-    for t, kw in zip(types, kwargs):
-        if t == "full_attention":
-            out.append(None)
-        elif t == "sliding_attention":
-            out.append(int(kw["sliding_window"]))
-        else:
-            raise ManyICLError(
-                f"prompt caching supports full and sliding-window attention layers; this model has {t!r} layers"
-            )
-    return out
-
-
-@functools.cache
-def _kv_classes():
-    """WindowLayer and PromptKV, defined on first use: transformers is imported only when a cache is built."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import Cache, DynamicLayer
-
-    class WindowLayer(DynamicLayer):
-        """KV cache of one sliding-window layer: the tokens from absolute index ``start`` on (everything
-        before was dropped), cropped exactly, and handing attention only the keys from ``view_from`` on."""
-
-        is_sliding = True
-
-        def __init__(self, window: int):
-            super().__init__()
-            self.window = window
-            self.start = 0
-            self.view_from = 0
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            self.keys = torch.cat([self.keys, key_states], dim=-2)
-            self.values = torch.cat([self.values, value_states], dim=-2)
-            i = self.view_from - self.start
-            if i < 0:  # PromptCache checks this before every forward; a guard against any other caller
-                raise InexactCropError(
-                    f"sliding layer needs keys from {self.view_from}, keeps from {self.start}"
-                )
-            return self.keys[:, :, i:], self.values[:, :, i:]
-
-        def kept(self) -> int:
-            return 0 if not self.is_initialized or self.keys is None else self.keys.shape[-2]
-
-        def get_seq_length(self) -> int:
-            return self.start + self.kept()
-
-        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-            return self.get_seq_length() - self.view_from + query_length, self.view_from
-
-        def get_max_length(self) -> int:
-            return -1
-
-        def crop(self, tokens_to_remove: int) -> None:
-            if tokens_to_remove > 0:
-                raise ValueError("crop takes a negative count of tokens to remove")
-            n = -tokens_to_remove
-            if n == 0 or not self.is_initialized:
-                return
-            if n > self.kept():
-                raise InexactCropError(
-                    f"cannot crop {n} tokens from a sliding layer that keeps {self.kept()} (from index {self.start})"
-                )
-            self.keys = self.keys[..., : self.kept() - n, :]
-            self.values = self.values[..., : self.values.shape[-2] - n, :]
-
-        def trim(self, keep_from: int) -> None:
-            """Drop the tokens before absolute index ``keep_from``."""
-            if keep_from <= self.start or not self.is_initialized:
-                return
-            i = min(keep_from - self.start, self.kept())
-            self.keys = self.keys[:, :, i:].clone()  # a copy, so the dropped tokens' memory is freed
-            self.values = self.values[:, :, i:].clone()
-            self.start += i
-
-        def set(self, keys: torch.Tensor, values: torch.Tensor, start: int) -> None:
-            self.lazy_initialization(keys, values)
-            self.keys, self.values, self.start = keys, values, start
-
-    class PromptKV(DynamicCache):
-        """A DynamicCache whose sliding-window layers are :class:`WindowLayer` (full layers are plain)."""
-
-        def __init__(self, windows: list[int | None]):
-            Cache.__init__(self, layers=[DynamicLayer() if w is None else WindowLayer(w) for w in windows])
-            self.windows = list(windows)
-
-    return WindowLayer, PromptKV
-
-
-def __getattr__(name: str):
-    if name == "WindowLayer":
-        return _kv_classes()[0]
-    if name == "PromptKV":
-        return _kv_classes()[1]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _is_window(layer) -> bool:
-    return isinstance(layer, _kv_classes()[0])
-
-
-def _new_cache(model):
-    windows = attention_windows(getattr(model, "config", None))
-    if any(w is not None for w in windows):
-        return _kv_classes()[1](windows)
-    from transformers import DynamicCache
-
-    return DynamicCache(config=getattr(model, "config", None))
+    return getattr(kvwindow, name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +149,7 @@ class PromptCache:
         self.reprefill_s = 0.0  # prefixes prefilled again by shrink_prompt
         self.reprefills = 0
         if cache is not None:
-            if self.sliding and not isinstance(cache, _kv_classes()[1]):
+            if self.sliding and not is_prompt_kv(cache):
                 raise ValueError("a model with sliding-window layers needs a PromptKV cache")
             self.cache = cache
             self.base_len = len(self.prompt_ids)
@@ -279,11 +169,11 @@ class PromptCache:
         return next((w for w in self.windows if w is not None), None)
 
     def _window_layers(self) -> list:
-        return [layer for layer in self.cache.layers if _is_window(layer)]
+        return [layer for layer in self.cache.layers if is_window(layer)]
 
     def _prefill(self, ids: list[int]) -> None:
         """A fresh cache holding ``ids``, in chunks (cut at ``keep_prefixes`` too, to snapshot them)."""
-        self.cache = _new_cache(self.model)
+        self.cache = new_cache(self.model)
         self._snapshots, self._extra_pos, self.base_len = {}, [], 0
         cuts = set(range(self.prefill_chunk, len(ids), self.prefill_chunk)) | {len(ids)}
         if self.sliding:
@@ -332,46 +222,19 @@ class PromptCache:
         return all(layer.start <= max(0, n - layer.window + 1) for layer in self._window_layers())
 
     def _sliding_masks(self, pos: list[int], visible: torch.Tensor | None, past: int):
-        """Attention masks for new tokens at positions ``pos`` on a model with sliding-window layers.
-
-        Every new token sees the prompt; ``visible`` says which cached tokens after the prompt and
-        which new tokens each may see (None: all cached ones, and the new ones causally). On the
-        sliding layers a key is visible only within the window of the query's position as well; those
-        layers are handed the keys from the first one any new token can see."""
-        n, base = len(pos), self.base_len
-        if past - base != len(self._extra_pos):
-            raise RuntimeError(
-                f"cache holds {past - base} tokens after the prompt, tracked {len(self._extra_pos)}"
-            )
-        vis = torch.zeros(n, past + n, dtype=torch.bool)
-        vis[:, :base] = True
-        if visible is None:
-            vis[:, base:past] = True
-            vis[:, past:] = torch.tril(torch.ones(n, n, dtype=torch.bool))
-        else:
-            vis[:, base:] = visible
-        w = self.window
-        view_from = min(max(0, min(pos) - w + 1), base)
-        for layer in self._window_layers():
-            if layer.start > view_from:
-                raise InexactCropError(
-                    f"this prompt cache's sliding-window layers keep tokens from {layer.start} on; a token at "
-                    f"position {min(pos)} needs them from {view_from} (window {w}). "
-                    "Use shrink_prompt (it prefills the prefix again), keep_prefixes or keep_sliding_history=True"
-                )
-            layer.view_from = view_from
-        qpos = torch.tensor(pos, dtype=torch.long)
-        kpos = torch.cat(
-            [torch.arange(view_from, base), torch.tensor(self._extra_pos, dtype=torch.long), qpos]
+        return window_masks(
+            pos,
+            visible,
+            past,
+            self.base_len,
+            self._extra_pos,
+            self.windows,
+            self._window_layers(),
+            self.device,
         )
-        sliding = vis[:, view_from:] & (qpos[:, None] - kpos[None, :] < w)
-        masks = {"sliding_attention": sliding[None, None].to(self.device)}
-        if any(win is None for win in self.windows):
-            masks["full_attention"] = vis[None, None].to(self.device)
-            return masks
-        return masks["sliding_attention"]  # all layers slide: one mask, as such models take it
 
     def _call(self, ids: list[int], pos: list[int], mask, logits_to_keep):
+        mask = kernel_mask(mask, self.model)
         out = self.model(
             input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
             position_ids=torch.tensor([pos], dtype=torch.long, device=self.device),
@@ -421,7 +284,7 @@ class PromptCache:
                 self.crop_to(n)
             elif n in self._snapshots:
                 for layer in self.cache.layers:
-                    if not _is_window(layer):
+                    if not is_window(layer):
                         layer.crop(n - self.base_len)
                 for layer, (k, v, s) in zip(self._window_layers(), self._snapshots[n]):
                     layer.set(k, v, s)
@@ -712,36 +575,7 @@ class PromptCache:
             (tensors[f"layer.{i}.keys"].to(device), tensors[f"layer.{i}.values"].to(device))
             for i in range(n_layers)
         ]
-        windows = attention_windows(getattr(model, "config", None))
-        starts = saved.get("layer_starts") or [0] * n_layers
-        n_tok = len(ids)
-        bad = []
-        for i, (k, _) in enumerate(data):
-            w = windows[i] if i < len(windows) else None
-            st = starts[i] if i < len(starts) else 0
-            if (
-                st + k.shape[-2] != n_tok
-                or (w is None and st)
-                or (w is not None and st > max(0, n_tok - w + 1))
-            ):
-                bad.append(i)
-        if bad:
-            raise ManyICLError(
-                f"refusing prompt cache {path}: layer {bad[0]} holds tokens {starts[bad[0]] if bad[0] < len(starts) else 0}.."
-                f"{(starts[bad[0]] if bad[0] < len(starts) else 0) + data[bad[0]][0].shape[-2]} of a {n_tok}-token prompt, "
-                "not what this model's attention needs (saved by another cache layout?); delete it or recompute the prompt"
-            )
-        if any(w is not None for w in windows):
-            cache = _kv_classes()[1](windows)
-            for layer, (k, v), st in zip(cache.layers, data, starts):
-                if _is_window(layer):
-                    layer.set(k, v, st)
-                else:
-                    layer.update(k, v)
-        else:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(ddp_cache_data=data, config=getattr(model, "config", None))
+        cache = cache_from_tensors(model, data, saved.get("layer_starts"), len(ids), path)
         return cls(model, ids, cache=cache)
 
 

@@ -91,7 +91,7 @@ def estimate_training_mb(
 def attention_layout(model_config) -> list[int | None]:
     """Per layer: its sliding window, or None for full attention (all full when it cannot be read)."""
     try:
-        from .caching import attention_windows
+        from .kvwindow import attention_windows
 
         windows = attention_windows(model_config)
     except Exception:  # a stand-in config without layer types: plain full attention
