@@ -261,7 +261,8 @@ def main() -> int:
     roots, state = work / "roots", work / "state"
     for t in tasks:
         write_task_dir(t, roots / t.name.replace(":", "_"))
-    threads = ["--threads", str(a.threads)] if a.threads else []
+    # no 504s: a request waits as long as the load makes it (the budget per level bounds the run)
+    threads = ["--request-timeout-s", "3600", *(["--threads", str(a.threads)] if a.threads else [])]
     results: dict = {"model": model, "machine": platform.processor() or platform.machine(), "tasks": {}}
     servers: list[ServerProc] = []
     try:

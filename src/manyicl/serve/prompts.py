@@ -26,6 +26,8 @@ from ..templates import Renderer, tokenize_task
 from .config import TaskSettings
 from .errors import Invalid, TooLarge
 
+MAX_OPTIONS = 1024
+"""Most answer options one request may ask to score (each input scores all of them)."""
 MAX_NEW_TOKENS_CAP = 512
 """Upper bound of the automatic ``max_new_tokens`` (eval's ``scoring.max_new_tokens_cap``)."""
 
@@ -209,6 +211,8 @@ def encode_inputs(st: ServedTask, inputs: list[str], options: list[str] | None) 
                 f"task {st.name} has no label set: give the answer options with the request (options: [...])",
                 "options",
             )
+        if len(opts) > MAX_OPTIONS:
+            raise TooLarge(f"{len(opts)} answer options exceed {MAX_OPTIONS}", "options")
         if any(not o.strip() for o in opts):
             raise Invalid("options must be non-empty strings", "options")
         opt_ids = st.option_ids(opts)

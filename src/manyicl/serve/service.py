@@ -350,15 +350,7 @@ class Service:
         except asyncio.CancelledError:  # the client went away
             self.batcher.cancel(job)
             raise
-        st = self.tasks.get(name)
-        return {
-            "task": name,
-            "mode": st.mode if st else None,
-            "shots": st.shots if st else None,
-            "prompt_sha256": st.prompt_sha256 if st else None,
-            "normalize": st.settings.normalize if st else None,
-            **out,
-        }
+        return {"task": name, **out}
 
     def _run_batch(self, name: str, jobs: list[Job]) -> None:
         """On the worker: the inputs of ``jobs`` (one task) scored together against the task's prompt cache,
@@ -388,6 +380,12 @@ class Service:
             live.append(j)
             items += enc
         passes = pass_chunks(st, items, self.token_budget)
+        about = {  # the prompt these answers come from (a replaced task answers with its new one)
+            "mode": st.mode,
+            "shots": st.shots,
+            "prompt_sha256": st.prompt_sha256,
+            "normalize": st.settings.normalize,
+        }
         left = [owner.count(k) for k in range(len(live))]
         results: list = [None] * len(items)
         t0 = time.perf_counter()
@@ -406,7 +404,7 @@ class Service:
                         "passes": len(passes),
                         "seconds": round(time.perf_counter() - t0, 6),
                     }
-                    live[k].future.set_result({"predictions": mine, "batch": batch})
+                    live[k].future.set_result({**about, "predictions": mine, "batch": batch})
         m = self.metrics
         m.batches.inc()
         m.inputs.inc(len(items))
