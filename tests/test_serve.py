@@ -205,8 +205,10 @@ def test_concurrent_predictions_are_batched_and_equal_offline_eval_scores(world)
     inputs = [q.example.input for q in queries]
     halves = [inputs[:8], inputs[8:]]
     out: list = [None, None]
+    barrier = threading.Barrier(2)
 
     def ask(i):
+        barrier.wait()
         out[i] = s.call("POST", "/v1/tasks/toy/predict", json={"inputs": halves[i]})
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
@@ -303,18 +305,18 @@ def test_error_statuses_name_the_problem(world):
 
 
 def test_full_queue_answers_429_and_a_late_answer_504(world):
-    """max_queue 3 and a 200 ms batch wait: of 6 requests sent at once 3 wait and the rest are refused;
+    """max_queue 3 and a 200 ms batch wait: of 10 requests sent at once 3 wait and the rest are refused;
     a request allowing 50 ms cannot be answered before the batch closes."""
     s = world["server"]
     before = s.metrics()
-    barrier = threading.Barrier(6)
+    barrier = threading.Barrier(10)
     codes: list[int] = []
 
     def ask():
         barrier.wait()
         codes.append(s.call("POST", "/v1/tasks/toy/predict", json={"input": "query 1"}).status_code)
 
-    threads = [threading.Thread(target=ask) for _ in range(6)]
+    threads = [threading.Thread(target=ask) for _ in range(10)]
     for t in threads:
         t.start()
     for t in threads:
