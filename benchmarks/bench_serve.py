@@ -320,6 +320,7 @@ def main() -> int:
         res["per_request_prompt"] = per_request_prompt(
             model, t, settings, inputs, a.per_request, res["prompt_sha256"]
         )
+    shutil.rmtree(work, ignore_errors=True)  # prompt caches of every run would pile up in /tmp
     out = Path(a.out) if a.out else OUT / ("serve_tiny.json" if a.tiny else "serve.json")
     atomic_write_json(out, results)
     print(report(results))
