@@ -14,7 +14,6 @@ is chosen on dev queries (disjoint from the test queries) and reported on the te
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,206 +21,26 @@ from pathlib import Path
 import numpy as np
 
 from .caching import PromptCache, model_key
-from .config import EvalConfig, dump_yaml
-from .data import load_tasks, stable_seed
-from .errors import ManyICLError
-from .fileio import atomic_write_json, atomic_write_text
+from .config import EvalConfig
+from .data import load_tasks
+from .eval_summary import query_matrix, summarize  # noqa: F401 - re-exported
+from .fileio import atomic_write_json
 from .memory import PeakMemory, eval_guard
 from .metrics import score_generation
-from .overlap import drop_train_test_duplicates
-from .packing import balanced_order
 from .predictions import load_predictions, save_predictions  # noqa: F401 - re-exported
-from .tasks import Example, Task
-from .templates import Renderer, tokenize_task
+from .runs import PointStore
+from .shots import (  # noqa: F401 - re-exported: the prompt-building API callers know from here
+    PreparedTask,
+    Query,
+    answer_mode,
+    build_prompt,
+    per_query_demos,
+    prepare_task,
+    shot_plan,
+)
+from .tasks import Task
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------
-# Per-task preparation (tokenize once, reused by every model, seed and shot count)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Query:
-    ids: list[int]
-    example: Example
-    options: tuple[str, ...] = ()
-    option_ids: list[list[int]] = field(default_factory=list)
-
-
-@dataclass
-class PreparedTask:
-    task: Task
-    mode: str  # "options" or "generate"
-    demos: object  # TokenizedTask of the demonstration split
-    queries: list[Query]
-    """Test queries followed by the dev queries (``n_test`` of them are test queries)."""
-    reserve: int  # tokens kept free after the prompt for the longest query + answer
-    max_new_tokens: int
-    skipped_queries: int = 0
-    n_test: int = 0
-    query_index: list[int] = field(default_factory=list)
-    """Each query's index in its split (test queries: the eval split; dev: the split it came from)."""
-    dev_split: str = ""
-    duplicates: dict = field(default_factory=dict)
-    """Within-task train/test duplicates removed (normalised input text): queries and demos dropped."""
-    majority: dict | None = None
-    """The most frequent gold answer among the test queries and its share (the majority-class baseline)."""
-
-    @property
-    def header_len(self) -> int:
-        return len(self.demos.header)
-
-
-def answer_mode(task: Task) -> str:
-    sample = next(iter(task.splits.values()), [])[:50]
-    has_options = bool(task.labels) or any(task.options_for(e) for e in sample)
-    return "options" if task.metric == "accuracy" and has_options else "generate"
-
-
-def prepare_task(task: Task, tokenizer, cfg: EvalConfig) -> PreparedTask:
-    """Tokenize the demonstration pool and pick the test and dev queries (the same for every model,
-    seed and shot count). With ``dedup``, eval-split inputs that also occur in the demo split are
-    dropped from both before anything is drawn."""
-    if not task.has_split(cfg.demo_split) or not task.has_split(cfg.eval_split):
-        raise ManyICLError(
-            f"task {task.name} needs splits '{cfg.demo_split}' (demonstrations) and '{cfg.eval_split}' (queries); "
-            f"it has {', '.join(task.splits)}"
-        )
-    dups: dict = {}
-    if cfg.dedup:
-        task, dups = drop_train_test_duplicates(task, cfg.demo_split, cfg.eval_split)
-    mode = answer_mode(task)
-    pool = task.split(cfg.eval_split)
-    if not pool:
-        raise ManyICLError(
-            f"task {task.name}: every '{cfg.eval_split}' input also occurs in '{cfg.demo_split}' "
-            f"({dups.get('queries_dropped', 0)} dropped as train/test duplicates); give the task a separate "
-            "test split, or set dedup=false to score them anyway"
-        )
-    rng = np.random.default_rng(stable_seed("queries", task.name))
-    n_test = min(cfg.max_queries, len(pool))
-    perm = rng.permutation(len(pool))
-    test_idx = sorted(perm[:n_test].tolist())
-    dev_pool_split, dev_idx = cfg.eval_split, sorted(perm[n_test : n_test + cfg.dev_queries].tolist())
-    demo_task = task
-    demo_pool = task.split(cfg.demo_split)
-    n_dev = min(cfg.dev_queries, len(demo_pool) // 5)
-    if n_dev and not dev_idx:  # no eval examples left: take dev queries out of the demo pool
-        drng = np.random.default_rng(stable_seed("dev", task.name))
-        dev_idx = sorted(drng.choice(len(demo_pool), n_dev, replace=False).tolist())
-        dev_pool_split = cfg.demo_split
-        keep = sorted(set(range(len(demo_pool))) - set(dev_idx))
-        from dataclasses import replace as _replace
-
-        splits = dict(task.splits)
-        splits[cfg.demo_split] = [demo_pool[i] for i in keep]
-        dev_examples = [demo_pool[i] for i in dev_idx]
-        demo_task = _replace(task, splits=splits)
-    else:
-        dev_examples = [pool[i] for i in dev_idx]
-    demos = tokenize_task(
-        demo_task, tokenizer, cfg.demo_split, cfg.max_length // 2, cfg.on_overlong, cfg.add_bos
-    )
-    r = Renderer(tokenizer, task.template, add_bos=cfg.add_bos)
-    if cfg.scoring.max_new_tokens:
-        max_new = cfg.scoring.max_new_tokens
-    else:
-        longest = max((len(t) for t in demos.target), default=16)
-        max_new = min(cfg.scoring.max_new_tokens_cap, int(longest * 1.5) + 8)
-    option_cache: dict[tuple[str, ...], list[list[int]]] = {}
-    queries: list[Query] = []
-    index: list[int] = []
-    skipped = 0
-    budget = cfg.max_length // 2  # a query + its answer may take at most half the window
-    kept_test = 0
-    candidates = [(i, pool[i], True) for i in test_idx] + [
-        (i, e, False) for i, e in zip(dev_idx, dev_examples)
-    ]
-    for i, ex, is_test in candidates:
-        opts: tuple[str, ...] = ()
-        opt_ids: list[list[int]] = []
-        if mode == "options":
-            opts = task.options_for(ex)
-            if opts not in option_cache:
-                option_cache[opts] = r.target_ids(list(opts))
-            opt_ids = option_cache[opts]
-            answer_len = max(len(o) for o in opt_ids)
-        else:
-            answer_len = max_new
-        q_ids, cut = r.fit_query(ex.input, budget - answer_len)
-        if cut and cfg.on_overlong != "truncate_input":
-            if cfg.on_overlong == "error":
-                raise ManyICLError(
-                    f"{task.name}/{cfg.eval_split} query {i + 1} does not fit in half of max_length "
-                    f"{cfg.max_length} ({budget} tokens for query + answer); set on_overlong to skip or "
-                    "truncate_input, or raise max_length"
-                )
-            skipped += 1
-            continue
-        queries.append(Query(q_ids, ex, opts, opt_ids))
-        index.append(i)
-        kept_test += is_test
-    if not kept_test:
-        raise ManyICLError(f"task {task.name}: no test query fits in max_length {cfg.max_length}")
-    if mode == "options":
-        reserve = max(len(q.ids) + max(len(o) for o in q.option_ids) for q in queries)
-    else:
-        reserve = max(len(q.ids) for q in queries) + max_new
-    majority = None
-    if mode == "options":
-        golds = [q.example.output for q in queries[:kept_test]]
-        top, count = max(((g, golds.count(g)) for g in set(golds)), key=lambda gc: (gc[1], gc[0]))
-        majority = {"label": top, "share": count / len(golds), "n": len(golds)}
-    return PreparedTask(
-        task,
-        mode,
-        demos,
-        queries,
-        reserve,
-        max_new,
-        skipped,
-        kept_test,
-        index,
-        dev_pool_split,
-        dups,
-        majority,
-    )
-
-
-def shot_plan(pt: PreparedTask, cfg: EvalConfig, seed: int) -> tuple[dict[str, np.ndarray], int]:
-    """The demonstrations of every shot count for this seed ({label: demo indices in prompt order}) and
-    the most that fit.
-
-    A balanced selection (round-robin over label pools) decides *which* demos a k-shot prompt holds and
-    how many fit; each k's order is then an independent shuffle, so no prompt deals labels in rounds and
-    no small prompt is the (unbalanced) prefix of a shuffled big one."""
-    demos = pt.demos
-    rng = np.random.default_rng(stable_seed(seed, "demos", pt.task.name))
-    labels = demos.label_ids
-    order = balanced_order(labels, rng) if labels is not None else rng.permutation(len(demos.query))
-    budget = cfg.max_length - pt.reserve - pt.header_len
-    csum = np.cumsum(demos.lengths[order]) if len(order) else np.zeros(0)
-    n_fit = int(np.searchsorted(csum, budget, side="right")) if len(order) else 0
-    plan: dict[str, np.ndarray] = {}
-    for s in cfg.shots:
-        k = n_fit if s == "max" else int(s)
-        if k > n_fit:
-            continue
-        label = "max" if s == "max" else str(k)
-        plan[label] = np.random.default_rng(stable_seed(seed, "order", pt.task.name, label)).permutation(
-            order[:k]
-        )
-    return plan, n_fit
-
-
-def per_query_demos(pt: PreparedTask, cfg: EvalConfig, seed: int, k: int, query: int) -> np.ndarray:
-    """Fresh demonstrations for one query (``demos: per_query``): a balanced draw of k in random order."""
-    rng = np.random.default_rng(stable_seed(seed, "per_query", pt.task.name, k, query))
-    labels = pt.demos.label_ids
-    order = balanced_order(labels, rng) if labels is not None else rng.permutation(len(pt.demos.query))
-    return rng.permutation(order[:k])
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,14 +161,6 @@ def scoring_dtype(cfg: EvalConfig, device) -> str:
     return "float32" if str(device) == "cpu" else resolve_dtype(cfg.model.dtype, str(device))
 
 
-def _prompt(pt: PreparedTask, demo_idx) -> list[int]:
-    prompt = pt.demos.header.tolist()
-    for idx in demo_idx:
-        ids, _ = pt.demos.example_ids(int(idx))
-        prompt += ids.tolist()
-    return prompt
-
-
 def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | None = None) -> EvalResult:
     """Run the shot-curve evaluation per ``cfg``; ``model``/``tokenizer``/``tasks`` may be passed in."""
     from dataclasses import replace
@@ -366,68 +177,6 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
         if model is None:
             model, tokenizer = load_model(replace(cfg.model, adapter=None))
         return _evaluate(cfg, out, store, model, tokenizer, tasks)
-
-
-class PointStore:
-    """Finished curve points of an evaluation (``points/<model>/<task>/<seed>_<shots>.json``: the row
-    and its predictions), so a killed or interrupted evaluation continues with ``resume=true`` instead
-    of starting over. A folder holding another evaluation is refused unless resumed with the same
-    settings or ``overwrite=true``."""
-
-    _IGNORED = {"output_dir", "progress", "plots", "resume", "overwrite", "allow_memory_overrun"}
-
-    def __init__(self, out: Path, cfg: EvalConfig):
-        import json
-        import shutil
-
-        from .config import to_dict
-        from .errors import ConfigError
-
-        self.root = out / "points"
-        settings = {k: v for k, v in to_dict(cfg).items() if k not in self._IGNORED}
-        self.fingerprint = stable_seed(json.dumps(settings, sort_keys=True, default=str))
-        previous = [p for p in ("results.json", "points") if (out / p).exists()]
-        if previous and cfg.overwrite:
-            shutil.rmtree(self.root, ignore_errors=True)
-            for f in ("results.json", "results.csv", "report.md", "predictions.jsonl"):
-                (out / f).unlink(missing_ok=True)
-        elif previous and not cfg.resume:
-            raise ConfigError.single(
-                "output_dir",
-                f"{out} already holds an evaluation ({', '.join(previous)}); continue it with resume=true, "
-                "replace it with overwrite=true, or choose another output_dir",
-            )
-        meta = self.root / "settings.json"
-        if cfg.resume and meta.exists():
-            old = json.loads(meta.read_text()).get("fingerprint")
-            if old != self.fingerprint:
-                raise ConfigError.single(
-                    "resume",
-                    f"{out} was evaluated with other settings; resume with the same config, or set overwrite=true",
-                )
-        self.out, self.cfg, self.meta = out, cfg, meta
-
-    def begin(self) -> None:
-        """Record the settings (after the memory guard passed: a refused run leaves nothing behind)."""
-        atomic_write_json(self.meta, {"fingerprint": self.fingerprint})
-        atomic_write_text(self.out / "config.yaml", dump_yaml(self.cfg))
-
-    def _path(self, model: str, task: str, seed: int, shots: str) -> Path:
-        from .tasks import safe_path_component
-
-        return self.root / safe_path_component(model) / safe_path_component(task) / f"{seed}_{shots}.json"
-
-    def get(self, model: str, task: str, seed: int, shots: str) -> dict | None:
-        import json
-
-        p = self._path(model, task, seed, shots)
-        try:
-            return json.loads(p.read_text()) if p.exists() else None
-        except ValueError:  # torn by a kill: redo the point
-            return None
-
-    def put(self, model: str, task: str, seed: int, shots: str, row: dict, preds: list[dict]) -> None:
-        atomic_write_json(self._path(model, task, seed, shots), {"row": row, "predictions": preds})
 
 
 def _evaluate(
@@ -491,7 +240,9 @@ def _evaluate(
                             scores, preds, prefill_s, prompt_tokens = [], [], 0.0, 0
                             for qi, q in enumerate(pt.queries):
                                 d = per_query_demos(pt, cfg, seed, k, qi)
-                                pc = PromptCache(m, _prompt(pt, d), prefill_chunk=cfg.scoring.prefill_chunk)
+                                pc = PromptCache(
+                                    m, build_prompt(pt, d), prefill_chunk=cfg.scoring.prefill_chunk
+                                )
                                 sc, pr = score_queries(
                                     pc, pt, tokenizer, cfg.scoring.normalize, bt, queries=[q]
                                 )
@@ -501,7 +252,7 @@ def _evaluate(
                                 prompt_tokens += len(pc.prompt_ids)
                             prompt_tokens //= max(len(pt.queries), 1)
                         else:
-                            prompt = _prompt(pt, demo_idx)
+                            prompt = build_prompt(pt, demo_idx)
                             if vgen is not None and pt.mode == "generate":
                                 pc = PromptOnly(prompt)
                             else:
@@ -633,94 +384,6 @@ def _time_cache_io(
         "file_mb": path.stat().st_size / 2**20,
         "path": str(path),
     }
-
-
-def query_matrix(preds: list[dict], model: str, task: str, shots_label: str, split: str = "test"):
-    """Per-query scores of one curve point as [queries, seeds] (queries sorted by index), and the seeds."""
-    cells: dict[tuple[int, int], float] = {}
-    for p in preds:
-        if (
-            p["model"] == model
-            and p["task"] == task
-            and p["shots_requested"] == shots_label
-            and p["split"] == split
-        ):
-            cells[(p["query"], p["seed"])] = p["score"]
-    queries = sorted({q for q, _ in cells})
-    seeds = sorted({s for _, s in cells})
-    mat = np.full((len(queries), len(seeds)), np.nan)
-    qi, si = {q: i for i, q in enumerate(queries)}, {s: i for i, s in enumerate(seeds)}
-    for (q, s), v in cells.items():
-        mat[qi[q], si[s]] = v
-    return mat, queries, seeds
-
-
-def summarize(
-    rows: list[dict], preds: list[dict] | None = None, task_info: list[dict] | None = None
-) -> list[dict]:
-    """Per (model, task): the curve (mean, 95% interval over queries, std over seeds when >= 2 seeds),
-    the shot count chosen on dev queries with its test score ("best"), and the score at max shots."""
-    from .stats import score_ci
-
-    preds = preds or []
-    info = {t["task"]: t for t in task_info or []}
-    groups: dict[tuple[str, str], dict[str, list[dict]]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["task"]), {}).setdefault(r["shots_requested"], []).append(r)
-    out = []
-    for (model, task), by_shot in groups.items():
-        curve = []
-        for shot_label, rs in by_shot.items():
-            vals = [r["score"] for r in rs]
-            mat, _, _ = query_matrix(preds, model, task, shot_label)
-            point = {
-                "shots_requested": shot_label,
-                "shots": float(np.mean([r["shots"] for r in rs])),
-                "mean": float(np.mean(vals)),
-                "std": float(statistics.pstdev(vals)) if len(vals) > 1 else None,
-                "seeds": len(vals),
-                "n": int(rs[0]["n_queries"]),
-                "lo": None,
-                "hi": None,
-                "dev_mean": (
-                    float(np.mean([r["dev_score"] for r in rs]))
-                    if rs[0].get("dev_score") is not None
-                    else None
-                ),
-            }
-            if mat.size and not np.isnan(mat).any():
-                ci = score_ci(mat if mat.shape[1] > 1 else mat[:, 0])
-                point["lo"], point["hi"], point["ci"] = ci.lo, ci.hi, ci.method
-            curve.append(point)
-        curve.sort(key=lambda c: (c["shots"], c["shots_requested"] == "max"))
-        at_max = next((c for c in curve if c["shots_requested"] == "max"), curve[-1])
-        with_dev = [c for c in curve if c["dev_mean"] is not None]
-        # "best over shots": the shot count with the best dev score (ties: fewer shots), scored on test
-        best = max(with_dev, key=lambda c: (c["dev_mean"], -c["shots"])) if with_dev else None
-        first = next(iter(by_shot.values()))[0]
-        t = info.get(task, {})
-        out.append(
-            {
-                "model": model,
-                "task": task,
-                "family": first["family"],
-                "category": first["category"],
-                "metric": first["metric"],
-                "curve": curve,
-                "best": best["mean"] if best else None,
-                "best_lo": best["lo"] if best else None,
-                "best_hi": best["hi"] if best else None,
-                "best_shots": best["shots"] if best else None,
-                "best_label": best["shots_requested"] if best else None,
-                "at_max": at_max["mean"],
-                "at_max_lo": at_max["lo"],
-                "at_max_hi": at_max["hi"],
-                "max_shots": at_max["shots"],
-                "n": at_max["n"],
-                "majority": (t.get("majority") or {}).get("share"),
-            }
-        )
-    return out
 
 
 def save_results_json(res: EvalResult, cfg: EvalConfig) -> Path:

@@ -396,70 +396,45 @@ def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
 
 
 # Settings that only choose WHICH cells run (or how they are shown): changing them keeps finished cells valid.
-_SELECTION = {
+_SELECTION = (
     "output_dir", "methods", "run_perplexity", "demos_check_tasks", "ablation.categories", "overwrite",
     "heldout_ce_sequences",  # its cells record their own count and are redone when it changes
     "eval_order",
-}  # fmt: skip
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and key not in ("train.lora", "eval.adapters"):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
+)  # fmt: skip
 
 
 def settings_drift(old: dict, new: dict) -> list[str]:
     """Settings that differ between the run that made the cells and this one (selection keys and
     progress bars excluded; keys the older run did not have are taken as unchanged)."""
-    a, b = _flatten(old), _flatten(new)
-    drift = []
-    for k, v in b.items():
-        if k in _SELECTION or k.endswith("progress") or k not in a:
-            continue
-        if a[k] != v:
-            drift.append(f"{k}: {a[k]!r} -> {v!r}")
-    return drift
+    from .runs import settings_drift as drift
+
+    return drift(old, new, ignore=_SELECTION, keep_whole=("train.lora", "eval.adapters"))
 
 
 def check_settings(out: Path, cfg: ExperimentConfig) -> None:
     """Refuse to mix cells made with other settings into this run's results (or discard them with
-    ``overwrite=true``)."""
-    import shutil
-
+    ``overwrite=true``). Finished cells made with the same settings are always kept: the experiment
+    continues cell by cell."""
     from .config import to_dict
-    from .errors import ConfigError
     from .fileio import load_yaml
+    from .runs import RunFolder
 
-    cells_dir = out / "cells"
     prev = out / "config.yaml"
-    if not cells_dir.is_dir() or not any(cells_dir.rglob("*.json")) or not prev.exists():
+    folder = RunFolder(
+        out,
+        "experiment",
+        {"cells": lambda p: p.is_dir() and any(p.rglob("*.json"))},
+        owned=("cells", "train", "loco", "eval_runs", "perplexity_runs"),
+    )
+    if not folder.previous() or not prev.exists():
         return
     try:
         old = load_yaml(prev.read_text(encoding="utf-8")) or {}
     except Exception:
         old = {}
     drift = settings_drift(old, to_dict(cfg)) if isinstance(old, dict) else ["config.yaml unreadable"]
-    if not drift:
-        return
-    if cfg.overwrite:
-        log.warning(
-            "overwrite=true: discarding %s (made with other settings: %s)", cells_dir, "; ".join(drift[:5])
-        )
-        for sub in ("cells", "train", "loco", "eval_runs", "perplexity_runs"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        return
-    raise ConfigError.single(
-        "output_dir",
-        f"{out} holds finished cells made with other settings ({'; '.join(drift[:6])}"
-        f"{f'; and {len(drift) - 6} more' if len(drift) > 6 else ''}); reusing them would report numbers these "
-        "settings did not produce. Use another output_dir, restore those settings, or set overwrite=true to discard them",
-    )
+    if drift:
+        folder.claim(resume=True, overwrite=cfg.overwrite, drift=drift, drift_field="output_dir")
 
 
 def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bool = False) -> Path:
