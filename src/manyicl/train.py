@@ -15,13 +15,11 @@ weights, optimizer, scheduler and RNG states, so a resumed run ends with the sam
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
 import random
 import resource
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -30,125 +28,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .config import TrainConfig, dump_yaml, to_dict
+from .checkpoints import (  # noqa: F401 - latest_checkpoint, load_checkpoint re-exported
+    checkpoint_dirs,
+    data_fingerprint,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    resume_from,
+    save_checkpoint,
+    save_final,
+    trainable_state,
+)
+from .config import TrainConfig, dump_yaml
 from .data import TrainingData, build_training_data, load_tasks, stable_seed
-from .errors import ConfigError, ManyICLError
-from .fileio import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, exclusive_lock
+from .errors import ManyICLError
+from .fileio import atomic_write_json, atomic_write_text, check_output_dir, exclusive_lock
+from .losses import KL_TAG, make_base_forward, supervised_loss_and_kl, supervised_loss_sum
 from .memory import PeakMemory, training_guard
 from .modeling import apply_lora, count_parameters, load_adapter, load_model
-from .packing import Batch, Window, collate
+from .packing import Window, collate
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------
-# Loss
-# --------------------------------------------------------------------------------------------
-
-
-def supervised_loss_sum(model, batch: Batch, device) -> tuple[torch.Tensor, int]:
-    """Sum of cross-entropy over the batch's supervised tokens, and their count.
-
-    Restarting position ids make transformers build a block-diagonal causal mask (only when no KV
-    cache is passed, hence ``use_cache=False``). Logits are computed only at positions that predict
-    a supervised token: for one row exactly those; for several rows the union of their positions.
-    """
-    ids = torch.as_tensor(batch.input_ids, dtype=torch.long)
-    pred = batch.loss_mask[:, 1:]  # the logit at p predicts token p + 1
-    if ids.shape[0] == 1:
-        keep = np.flatnonzero(pred[0])
-        select = None
-    else:
-        keep = np.flatnonzero(pred.any(0))
-        select = torch.as_tensor(pred[:, keep])
-    keep_t = torch.as_tensor(keep, dtype=torch.long)
-    labels = ids[:, keep_t + 1]
-    labels = labels[0] if select is None else labels[select]
-    out = model(
-        input_ids=ids.to(device),
-        position_ids=torch.as_tensor(batch.position_ids, dtype=torch.long).to(device),
-        logits_to_keep=keep_t.to(device),
-        use_cache=False,
-    )
-    logits = out.logits[0] if select is None else out.logits[select.to(device)]
-    n = int(labels.numel())
-    if n == 0:  # keep the graph connected so DDP sees every parameter used
-        return out.logits.sum() * 0.0, 0
-    return F.cross_entropy(logits.float(), labels.to(device), reduction="sum"), n
-
-
-KL_TAG = "icl"
-"""Sequences with this tag (``Sequence.tag``) get the KL-to-base term when ``optim.kl_to_base`` > 0."""
-
-
-def supervised_loss_and_kl(
-    model, batch: Batch, device, base_forward
-) -> tuple[torch.Tensor, int, torch.Tensor, int]:
-    """Like :func:`supervised_loss_sum`, plus the summed KL(base || model) over ``batch.tag_mask``.
-
-    ``batch.tag_mask`` marks the supervised tokens of the tagged (ICL-format) sequences; at the position
-    predicting each of them, the full next-token distributions of the base and of the model are compared.
-    One forward pass of the model serves both terms; ``base_forward(**kwargs)`` runs the base model
-    (under ``torch.no_grad``) on the same inputs with ``logits_to_keep`` set to the tagged positions only.
-    Returns (cross-entropy sum, supervised tokens, KL sum, KL positions).
-    """
-    ids = torch.as_tensor(batch.input_ids, dtype=torch.long)
-    pos_t = torch.as_tensor(batch.position_ids, dtype=torch.long)
-    pred = batch.loss_mask[:, 1:]
-    keep = np.flatnonzero(pred.any(0))
-    select = pred[:, keep]
-    keep_t = torch.as_tensor(keep, dtype=torch.long)
-    labels = ids[:, keep_t + 1][torch.as_tensor(select)]
-    out = model(
-        input_ids=ids.to(device),
-        position_ids=pos_t.to(device),
-        logits_to_keep=keep_t.to(device),
-        use_cache=False,
-    )
-    n = int(labels.numel())
-    if n == 0:
-        zero = out.logits.sum() * 0.0
-        return zero, 0, zero.detach(), 0
-    logits = out.logits[torch.as_tensor(select).to(device)]
-    ce = F.cross_entropy(logits.float(), labels.to(device), reduction="sum")
-    tag_pred = batch.tag_mask[:, 1:] if batch.tag_mask is not None else np.zeros_like(pred)
-    kl_keep = np.flatnonzero(tag_pred.any(0))
-    if len(kl_keep) == 0:
-        return ce, n, torch.zeros((), device=device), 0
-    kl_select = torch.as_tensor(tag_pred[:, kl_keep]).to(device)
-    with torch.no_grad():
-        base_out = base_forward(
-            input_ids=ids.to(device),
-            position_ids=pos_t.to(device),
-            logits_to_keep=torch.as_tensor(kl_keep, dtype=torch.long).to(device),
-            use_cache=False,
-        )
-        base_logp = torch.log_softmax(base_out.logits[kl_select].float(), dim=-1)
-    where = torch.as_tensor(np.searchsorted(keep, kl_keep), dtype=torch.long).to(device)
-    model_logp = torch.log_softmax(out.logits[:, where][kl_select].float(), dim=-1)
-    kl = F.kl_div(
-        model_logp, base_logp, log_target=True, reduction="sum"
-    )  # sum p_base (log p_base - log p_model)
-    return ce, n, kl, int(kl_select.sum())
-
-
-def _base_forward(model, ref_model, accelerator):
-    """The base model's forward for the KL term: a frozen reference copy, or the LoRA model with its
-    adapter disabled."""
-    if ref_model is not None:
-        return ref_model
-
-    unwrapped = accelerator.unwrap_model(model)
-    if not hasattr(unwrapped, "disable_adapter"):
-        raise ManyICLError("optim.kl_to_base with full fine-tuning needs a reference model (ref_model)")
-
-    def forward(**kw):
-        with unwrapped.disable_adapter():
-            return unwrapped(**kw)
-
-    return forward
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,224 +97,6 @@ def lr_lambda(warmup: int, total: int, min_ratio: float):
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------
-
-_RESUME_KEYS = ("model", "lora", "data", "optim")
-_RESUME_TRAIN_KEYS = ("max_steps", "micro_batch_size", "grad_accum", "seed")
-
-
-def _rng_state() -> dict:
-    return {
-        "python": base64.b64encode(json.dumps(random.getstate()).encode()).decode(),
-        "numpy": json.loads(json.dumps(np.random.get_state(legacy=False), default=lambda o: o.tolist())),
-        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
-        "cuda": [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
-        if torch.cuda.is_available()
-        else [],
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    py = json.loads(base64.b64decode(state["python"]))
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np_state = state["numpy"]
-    np.random.set_state(np_state)
-    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
-    if torch.cuda.is_available() and state.get("cuda"):
-        torch.cuda.set_rng_state_all(
-            [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]]
-        )
-
-
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-_CKPT_FILES = ("trainable.safetensors", "optimizer.pt")
-
-
-def save_checkpoint(
-    path: Path, model, optimizer, scheduler, step: int, cfg: TrainConfig, progress: dict | None = None
-) -> None:
-    """Everything needed to continue exactly: trainable weights, optimizer, scheduler, RNG, step, and the
-    run's cumulative counters (``progress``: tokens, supervised tokens, wall time, last loss, data
-    fingerprint). ``state.json`` holds a sha256 of each file, checked before a resume trusts it."""
-    from safetensors.torch import save_file
-
-    with atomic_dir(path) as tmp:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        atomic_write_json(
-            tmp / "state.json",
-            {
-                "step": step,
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-                "config": to_dict(cfg),
-                "progress": progress or {},
-                "sha256": {f: _sha256(tmp / f) for f in _CKPT_FILES},
-            },
-        )
-
-
-def _checkpoint_dirs(output_dir: Path) -> list[Path]:
-    """``checkpoints/step-NNNNNN`` folders, oldest first; anything else there (a user's ``.bak``, a
-    half-written temp folder) is not a checkpoint."""
-    import re
-
-    pat = re.compile(r"^step-(\d+)$")
-    found = [
-        (int(m.group(1)), p) for p in (output_dir / "checkpoints").glob("step-*") if (m := pat.match(p.name))
-    ]
-    return [p for _, p in sorted(found)]
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """Why a checkpoint cannot be trusted (missing/truncated files, checksum mismatch), or None."""
-    try:
-        state = json.loads((path / "state.json").read_text())
-    except FileNotFoundError:
-        return "no state.json"
-    except (ValueError, UnicodeDecodeError) as e:
-        return f"state.json unreadable ({e})"
-    if not isinstance(state, dict) or "step" not in state:
-        return "state.json incomplete"
-    for f in _CKPT_FILES:
-        if not (path / f).is_file():
-            return f"{f} missing"
-    sums = state.get("sha256")
-    if sums:
-        for f in _CKPT_FILES:
-            if sums.get(f) != _sha256(path / f):
-                return f"{f} does not match its checksum (damaged)"
-    return None
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest checkpoint that passes its checks; damaged newer ones are reported and skipped."""
-    for p in reversed(_checkpoint_dirs(output_dir)):
-        problem = checkpoint_problem(p)
-        if problem is None:
-            return p
-        log.warning("checkpoint %s is damaged (%s); falling back to an older one", p, problem)
-    return None
-
-
-def _with_defaults(saved, default):
-    """``saved`` with keys added since it was written filled in from ``default`` (recursively)."""
-    if not isinstance(saved, dict) or not isinstance(default, dict):
-        return saved
-    return {k: _with_defaults(saved[k], default.get(k)) if k in saved else v for k, v in default.items()} | {
-        k: v for k, v in saved.items() if k not in default
-    }
-
-
-def _config_drift(saved: dict, cfg: TrainConfig) -> list[str]:
-    now = to_dict(cfg)
-    saved = _with_defaults(saved, to_dict(TrainConfig()))  # a field added later is not a change
-    diffs = [k for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
-    diffs += [
-        f"train.{k}" for k in _RESUME_TRAIN_KEYS if saved.get("train", {}).get(k) != now["train"].get(k)
-    ]
-    return diffs
-
-
-def data_fingerprint(data: TrainingData) -> str:
-    """A hash of the training windows (token ids and loss masks, in order): a resume on other task data
-    would silently train on a mix."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for w in data.windows:
-        for sq in w.sequences:
-            h.update(np.ascontiguousarray(sq.ids, dtype=np.int64).tobytes())
-            h.update(np.packbits(sq.loss_mask).tobytes())
-    return h.hexdigest()[:16]
-
-
-def resume_from(output_dir: Path, model, optimizer, scheduler, cfg: TrainConfig, fingerprint: str):
-    """Load the newest checkpoint that is intact and loads; a damaged one is reported and the previous
-    one used. Returns (step, progress) or (0, {}) when there is none."""
-    for path in reversed(_checkpoint_dirs(output_dir)):
-        problem = checkpoint_problem(path)
-        if problem is None:
-            try:
-                step = load_checkpoint(path, model, optimizer, scheduler, cfg, fingerprint)
-                state = json.loads((path / "state.json").read_text())
-                log.info("resumed from %s (step %d)", path, step)
-                return step, state.get("progress") or {}
-            except (ConfigError, ManyICLError):
-                raise
-            except Exception as e:  # a truncated tensor file, an optimizer state of another shape, ...
-                problem = f"does not load ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        log.warning("checkpoint %s is damaged (%s); falling back to an older one", path, problem)
-    return 0, {}
-
-
-def load_checkpoint(path: Path, model, optimizer, scheduler, cfg: TrainConfig, fingerprint: str = "") -> int:
-    from safetensors.torch import load_file
-
-    state = json.loads((path / "state.json").read_text())
-    saved_fp = (state.get("progress") or {}).get("data_fingerprint")
-    if fingerprint and saved_fp and saved_fp != fingerprint:
-        raise ConfigError.single(
-            "resume",
-            f"the training data changed since checkpoint {path} (task files or build settings differ); "
-            "resuming would train on a mix. Restore the data, or start a new output_dir",
-        )
-    drift = _config_drift(state["config"], cfg)
-    if drift:
-        raise ConfigError.single(
-            "resume",
-            f"checkpoint {path} was made with different settings for {', '.join(drift)}; "
-            "resume with the same config, or start a new output_dir",
-        )
-    weights = load_file(str(path / "trainable.safetensors"))
-    params = dict(model.named_parameters())
-    missing = [n for n in weights if n not in params]
-    if missing:
-        raise ManyICLError(f"checkpoint {path} has weights this model lacks: {missing[:3]}")
-    with torch.no_grad():
-        for n, w in weights.items():
-            params[n].copy_(w.to(params[n].device, params[n].dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
-    scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
-    return int(state["step"])
-
-
-def _prune_checkpoints(output_dir: Path, keep: int) -> None:
-    ckpts = _checkpoint_dirs(output_dir)
-    for p in ckpts[:-keep]:
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def save_final(model, tokenizer, out: Path, lora: bool, state_dict: dict | None = None) -> Path:
-    """The PEFT adapter (LoRA) or full model, in safetensors, loadable with standard tools.
-
-    ``state_dict`` is the full (gathered) state dict under FSDP/DeepSpeed, where the live
-    parameters are shards.
-    """
-    target = out / ("adapter" if lora else "model")
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-        if not lora:
-            tokenizer.save_pretrained(tmp)
-    return target
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,45 +175,32 @@ def train(
     is_main = accelerator.is_main_process
     out = check_output_dir(cfg.output_dir)
     cfg = replace(cfg, output_dir=str(out))
-    if is_main:
-        _check_previous_run(out, cfg)
     with exclusive_lock(out, "training") if is_main else nullcontext():
+        if is_main:  # under the lock: the stale files it removes cannot be another live run's
+            _check_previous_run(out, cfg)
         return _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data)
 
 
 def _check_previous_run(out: Path, cfg: TrainConfig) -> None:
     """Refuse to start over an earlier run (unless resume or overwrite): its checkpoints would outrank
     ours and be kept, its metrics be mixed with ours."""
-    found = [
-        n for n, present in (
-            ("checkpoints", bool(_checkpoint_dirs(out))),
-            ("metrics.jsonl", (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size > 0),
-            ("adapter", (out / "adapter").is_dir()),
-            ("model", (out / "model").is_dir()),
-        ) if present
-    ]  # fmt: skip
-    for stale in [
-        *out.glob(".adapter.*"),
-        *out.glob(".model.*"),
-        *(out / "checkpoints").glob(".step-*"),
-        *out.glob(".*.tmp"),
-    ]:
-        # half-written temp files of a killed run (we hold the folder's lock: nobody else is writing)
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    if not found or cfg.resume:
-        return
-    if cfg.overwrite:
-        log.warning("overwrite=true: replacing the run in %s (%s)", out, ", ".join(found))
-        for n in ("checkpoints", "adapter", "model", "tensorboard"):
-            shutil.rmtree(out / n, ignore_errors=True)
-        for n in ("metrics.jsonl", "train_summary.json"):
-            (out / n).unlink(missing_ok=True)
-        return
-    raise ConfigError.single(
-        "output_dir",
-        f"{out} already holds a training run ({', '.join(found)}); continue it with --resume, replace it with "
-        "overwrite=true, or choose another output_dir",
+    from .runs import RunFolder, nonempty_file
+
+    folder = RunFolder(
+        out,
+        "training",
+        {
+            "checkpoints": lambda p: bool(checkpoint_dirs(p.parent)),
+            "metrics.jsonl": nonempty_file,
+            "adapter": Path.is_dir,
+            "model": Path.is_dir,
+        },
+        owned=("checkpoints", "adapter", "model", "tensorboard", "metrics.jsonl", "train_summary.json"),
+        resume_hint="--resume",
+        partial=(".adapter.*", ".model.*", "checkpoints/.step-*", ".*.tmp"),
     )
+    folder.clean_partial()  # we hold the folder's lock: nobody else is writing
+    folder.claim(cfg.resume, cfg.overwrite)
 
 
 def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -> TrainResult:
@@ -607,7 +277,7 @@ def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -
     if kl_w:
         if ref_model is not None:
             ref_model.to(device)
-        base_forward = _base_forward(model, ref_model, accelerator)
+        base_forward = make_base_forward(model, ref_model, accelerator)
     layout = cfg.train.layout if cfg.train.layout != "auto" else ("rows" if device.type == "cuda" else "row")
     sched = StepSchedule(
         len(data.windows), world, cfg.train.grad_accum, cfg.train.micro_batch_size, cfg.train.seed
@@ -779,7 +449,7 @@ def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -
                     cfg,
                     progress(time.perf_counter() - t0 - val_s),
                 )
-                _prune_checkpoints(out, cfg.train.keep_checkpoints)
+                prune_checkpoints(out, cfg.train.keep_checkpoints)
     bar.close()
     elapsed = time.perf_counter() - t0 - val_s
     mem.stop()
@@ -840,7 +510,7 @@ def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -
                 cfg,
                 progress(elapsed),
             )
-            _prune_checkpoints(out, cfg.train.keep_checkpoints)
+            prune_checkpoints(out, cfg.train.keep_checkpoints)
         atomic_write_json(out / "train_summary.json", summary)
         if tb is not None:
             tb.close()
