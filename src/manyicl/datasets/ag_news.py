@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
-
-from ..tasks import Example, Task
+from ..tasks import Task
 from .common import (
+    BadRow,
     DatasetSpec,
     LoadContext,
+    csv_rows,
     derive_splits,
-    file_line,
     make_task,
     one_line,
-    read_text,
+    parse_splits,
     text_template,
 )
 
@@ -22,41 +20,20 @@ _AG = {"1": "World", "2": "Sports", "3": "Business", "4": "Sci/Tech"}
 
 def load_ag_news(spec: DatasetSpec, cx: LoadContext) -> Task:
     path = cx.root / "ag_news" / "test.csv"
-    text = read_text(path, cx)
-    exs: list[Example] = []
-    dropped = 0
-    if text is not None:
-        reader = csv.reader(io.StringIO(text, newline=""))
-        start = 1
-        for i, row in enumerate(reader):
-            line, start = start, reader.line_num + 1
-            if i == 0:
-                if [x.strip() for x in row] != ["Class Index", "Title", "Description"]:
-                    cx.problems.add(
-                        file_line(path, line),
-                        f"expected the header 'Class Index,Title,Description', got {','.join(row)!r:.80}",
-                    )
-                continue
-            if not row:
-                continue
-            if len(row) != 3:
-                cx.problems.add(
-                    file_line(path, line),
-                    f"expected 3 columns (Class Index, Title, Description), got {len(row)}",
-                )
-                continue
-            if row[0].strip() not in _AG:
-                cx.problems.add(file_line(path, line), f"class index {row[0]!r} is not 1-4", "Class Index")
-                continue
-            title, desc = one_line(row[1].replace("\\", " ")), one_line(row[2].replace("\\", " "))
-            if not title and not desc:
-                dropped += 1
-                continue
-            if not title or not desc:
-                joined = title or desc
-            else:
-                joined = f"{title} {desc}" if title[-1] in ".?!" else f"{title}. {desc}"
-            exs.append(Example(joined, _AG[row[0].strip()], line=line))
+
+    def parse(row: list[str]) -> tuple[str, str]:
+        if row[0].strip() not in _AG:
+            raise BadRow(f"class index {row[0]!r} is not 1-4", "Class Index")
+        title, desc = one_line(row[1].replace("\\", " ")), one_line(row[2].replace("\\", " "))
+        if not title or not desc:
+            joined = title or desc
+        else:
+            joined = f"{title} {desc}" if title[-1] in ".?!" else f"{title}. {desc}"
+        return joined, _AG[row[0].strip()]
+
+    header = ["Class Index", "Title", "Description"]
+    read, drops = parse_splits({"all": path}, lambda p: csv_rows(p, cx, header), parse, cx)
+    exs, dropped = read.get("all", []), drops.get("all", 0)
     splits, note = derive_splits(exs, spec.name)
     tmpl = text_template(
         "You will receive a news article. Your task is to classify the topic of the article.",

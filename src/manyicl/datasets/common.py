@@ -8,7 +8,7 @@ import json
 import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,6 +228,84 @@ def array_lines(path: Path, key: str, n: int, cx: LoadContext) -> list[int]:
 
 def file_line(path: Path, line: int) -> str:
     return f"{path}:{line}"
+
+
+class BadRow(Exception):
+    """Raised by a row parser: the row is skipped and each (message, field) recorded at its line."""
+
+    def __init__(self, message: str, field: str | None = None, *more: tuple[str, str | None]):
+        super().__init__(message)
+        self.problems = [(message, field), *more]
+
+
+def text_rows(path: Path, cx: LoadContext) -> Iterator[tuple[int, str]]:
+    """(line number, line without its line ending) for every non-blank line of a text file."""
+    text = read_text(path, cx)
+    for line, row in enumerate((text or "").split("\n"), 1):
+        if row.strip():
+            yield line, row.rstrip("\r")
+
+
+def csv_rows(path: Path, cx: LoadContext, header: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) for every data row of a CSV file whose first row must be ``header``; rows
+    with another number of columns are recorded as problems and skipped."""
+    import csv
+    import io
+
+    text = read_text(path, cx)
+    if text is None:
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    for i, row in enumerate(reader):
+        line, start = start, reader.line_num + 1  # a quoted cell may span lines: report where the row starts
+        if i == 0:
+            if [x.strip() for x in row] != header:
+                cx.problems.add(
+                    file_line(path, line),
+                    f"expected the header '{','.join(header)}', got {','.join(row)!r:.80}",
+                )
+            continue
+        if not row:
+            continue
+        if len(row) != len(header):
+            cx.problems.add(
+                file_line(path, line), f"expected {len(header)} columns ({', '.join(header)}), got {len(row)}"
+            )
+            continue
+        yield line, row
+
+
+def parse_splits(
+    files: dict[str, Path],
+    rows: Callable[[Path], Iterable[tuple[int, Any]]],
+    parse: Callable[[Any], tuple[str, str]],
+    cx: LoadContext,
+) -> tuple[dict[str, list[Example]], dict[str, int]]:
+    """Each split's examples: ``parse(row) -> (input, output)`` for every row of its file. A row that
+    raises :class:`BadRow` is recorded with its file and line; inputs are collapsed to one line, and rows
+    whose input is then empty are dropped and counted per split (the second value). A split whose file
+    cannot be read is left out (the read recorded why)."""
+    splits: dict[str, list[Example]] = {}
+    dropped: dict[str, int] = {}
+    for split, path in files.items():
+        if read_text(path, cx) is None:
+            continue
+        exs: list[Example] = []
+        for line, row in rows(path):
+            try:
+                inp, out = parse(row)
+            except BadRow as bad:
+                for message, fld in bad.problems:
+                    cx.problems.add(file_line(path, line), message, fld)
+                continue
+            inp = one_line(inp)
+            if not inp:
+                dropped[split] = dropped.get(split, 0) + 1
+                continue
+            exs.append(Example(inp, out, line=line))
+        splits[split] = exs
+    return splits, dropped
 
 
 def derive_splits(

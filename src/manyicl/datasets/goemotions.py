@@ -3,15 +3,16 @@ sentiment groups)."""
 
 from __future__ import annotations
 
-from ..tasks import Example, Task
+from ..tasks import Task
 from .common import (
+    BadRow,
     DatasetSpec,
     LoadContext,
     drop_notes,
-    file_line,
     make_task,
-    one_line,
+    parse_splits,
     read_text,
+    text_rows,
     text_template,
 )
 
@@ -24,45 +25,23 @@ def load_goemotions(spec: DatasetSpec, cx: LoadContext) -> Task:
     labels = [x.strip() for x in (lab_text or "").splitlines() if x.strip()]
     if lab_text is not None and not labels:
         cx.problems.add(str(d / "labels.txt"), "no labels (one label name per line)")
-    splits: dict[str, list[Example]] = {}
-    dropped: dict[str, int] = {}
-    for split in ("train", "dev", "test"):
-        path = d / f"{split}.tsv"
-        text = read_text(path, cx)
-        if text is None:
-            continue
-        exs: list[Example] = []
-        for line, row in enumerate(text.split("\n"), 1):
-            if not row.strip():
-                continue
-            parts = row.rstrip("\r").split("\t")
-            if len(parts) != 3:
-                cx.problems.add(
-                    file_line(path, line),
-                    f"expected 3 tab-separated columns (text, label ids, id), got {len(parts)}",
+
+    def parse(row: str) -> tuple[str, str]:
+        parts = row.split("\t")
+        if len(parts) != 3:
+            raise BadRow(f"expected 3 tab-separated columns (text, label ids, id), got {len(parts)}")
+        ids: set[int] = set()
+        for tok in parts[1].split(","):
+            tok = tok.strip()
+            if not tok.isdigit() or int(tok) >= len(labels):
+                raise BadRow(
+                    f"label id {tok!r} is not an index into labels.txt (0..{len(labels) - 1})", "labels"
                 )
-                continue
-            ids: set[int] = set()
-            bad = False
-            for tok in parts[1].split(","):
-                tok = tok.strip()
-                if not tok.isdigit() or int(tok) >= len(labels):
-                    cx.problems.add(
-                        file_line(path, line),
-                        f"label id {tok!r} is not an index into labels.txt (0..{len(labels) - 1})",
-                        "labels",
-                    )
-                    bad = True
-                    break
-                ids.add(int(tok))
-            if bad:
-                continue
-            txt = one_line(parts[0])
-            if not txt:
-                dropped[split] = dropped.get(split, 0) + 1
-                continue
-            exs.append(Example(txt, ", ".join(labels[i] for i in sorted(ids)), line=line))
-        splits[split] = exs
+            ids.add(int(tok))
+        return parts[0], ", ".join(labels[i] for i in sorted(ids))
+
+    files = {s: d / f"{s}.tsv" for s in ("train", "dev", "test")}
+    splits, dropped = parse_splits(files, lambda p: text_rows(p, cx), parse, cx)
     noun = "sentiment group" if spec.name == "goemotions_group" else "emotion"
     tmpl = text_template(
         f"You will receive a text input. Your task is to identify every {noun} expressed in the input text "

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 
-from ..tasks import Example, Task, Template
+from ..tasks import Task, Template
 from .common import (
+    BadRow,
     DatasetSpec,
     LoadContext,
     drop_notes,
-    file_line,
     make_task,
-    one_line,
+    parse_splits,
     read_jsonl,
     task_instruction,
 )
@@ -36,43 +36,26 @@ _GSM_NUM = re.compile(r"-?\d+(?:\.\d+)?")
 def load_gsm8k(spec: DatasetSpec, cx: LoadContext) -> Task:
     cot = spec.name == "gsm8k_cot"
     d = cx.root / "gsm8k"
-    splits: dict[str, list[Example]] = {}
-    dropped: dict[str, int] = {}
-    for split in ("train", "test"):
-        path = d / f"{split}.jsonl"
-        exs: list[Example] = []
-        for line, obj in read_jsonl(path, cx):
-            q, a = obj.get("question"), obj.get("answer")
-            ok = True
-            for k, v in (("question", q), ("answer", a)):
-                if not isinstance(v, str):
-                    cx.problems.add(file_line(path, line), f"missing or not a string ({type(v).__name__})", k)
-                    ok = False
-            if not ok:
-                continue
-            if a.count("####") != 1:  # type: ignore[union-attr]
-                cx.problems.add(
-                    file_line(path, line), "the answer must end with one '#### <number>' line", "answer"
-                )
-                continue
-            body, final = a.split("####")  # type: ignore[union-attr]
-            final = final.strip().replace(",", "")
-            if not _GSM_NUM.fullmatch(final):
-                cx.problems.add(
-                    file_line(path, line), f"final answer {final!r} after '####' is not a number", "answer"
-                )
-                continue
-            q = one_line(q)  # type: ignore[arg-type]
-            if not q:
-                dropped[split] = dropped.get(split, 0) + 1
-                continue
-            if cot:
-                steps = [ln.strip() for ln in body.split("\n") if ln.strip()]
-                out = "\n".join([*steps, f"#### {final}"])
-            else:
-                out = final
-            exs.append(Example(q, out, line=line))
-        splits[split] = exs
+
+    def parse(obj: dict) -> tuple[str, str]:
+        q, a = obj.get("question"), obj.get("answer")
+        wrong = [(f"missing or not a string ({type(v).__name__})", k) for k, v in (("question", q), ("answer", a))
+                 if not isinstance(v, str)]  # fmt: skip
+        if wrong:
+            raise BadRow(*wrong[0], *wrong[1:])
+        if a.count("####") != 1:  # type: ignore[union-attr]
+            raise BadRow("the answer must end with one '#### <number>' line", "answer")
+        body, final = a.split("####")  # type: ignore[union-attr]
+        final = final.strip().replace(",", "")
+        if not _GSM_NUM.fullmatch(final):
+            raise BadRow(f"final answer {final!r} after '####' is not a number", "answer")
+        if not cot:
+            return q, final  # type: ignore[return-value]
+        steps = [ln.strip() for ln in body.split("\n") if ln.strip()]
+        return q, "\n".join([*steps, f"#### {final}"])  # type: ignore[return-value]
+
+    files = {s: d / f"{s}.jsonl" for s in ("train", "test")}
+    splits, dropped = parse_splits(files, lambda p: read_jsonl(p, cx), parse, cx)
     notes = [
         "test_socratic.jsonl (same questions as test, Socratic-style solutions) is not used",
         (

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from ..tasks import Example, Task
+from ..tasks import Task
 from .common import (
+    BadRow,
     DatasetSpec,
     LoadContext,
     drop_notes,
-    file_line,
     make_task,
-    one_line,
-    read_text,
+    parse_splits,
+    text_rows,
     text_template,
 )
 
@@ -18,29 +18,15 @@ from .common import (
 def load_sst2(spec: DatasetSpec, cx: LoadContext) -> Task:
     d = cx.root / "sst2"
     names = {"0": "negative", "1": "positive"}
-    splits: dict[str, list[Example]] = {}
-    dropped: dict[str, int] = {}
-    for split in ("train", "dev", "test"):
-        path = d / f"stsa.binary.{split}"
-        text = read_text(path, cx)
-        if text is None:
-            continue
-        exs: list[Example] = []
-        for line, row in enumerate(text.split("\n"), 1):
-            if not row.strip():
-                continue
-            lab, _, sent = row.partition(" ")
-            if lab not in names:
-                cx.problems.add(
-                    file_line(path, line), f"expected '<0|1> <sentence>', got label {lab!r:.20}", "label"
-                )
-                continue
-            sent = one_line(sent)
-            if not sent:
-                dropped[split] = dropped.get(split, 0) + 1
-                continue
-            exs.append(Example(sent, names[lab], line=line))
-        splits[split] = exs
+
+    def parse(row: str) -> tuple[str, str]:
+        lab, _, sent = row.partition(" ")
+        if lab not in names:
+            raise BadRow(f"expected '<0|1> <sentence>', got label {lab!r:.20}", "label")
+        return sent, names[lab]
+
+    files = {s: d / f"stsa.binary.{s}" for s in ("train", "dev", "test")}
+    splits, dropped = parse_splits(files, lambda p: text_rows(p, cx), parse, cx)
     tmpl = text_template(
         "You will receive a text input. Your task is to classify the sentiment of the input text.",
         "Sentiment:",

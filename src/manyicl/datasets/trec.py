@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from ..tasks import Example, Task
+from ..tasks import Task
 from .common import (
+    BadRow,
     DatasetSpec,
     LoadContext,
     drop_notes,
-    file_line,
     make_task,
-    one_line,
-    read_text,
+    parse_splits,
+    text_rows,
     text_template,
 )
 
@@ -26,32 +26,18 @@ _TREC = {
 
 def load_trec(spec: DatasetSpec, cx: LoadContext) -> Task:
     d = cx.root / "trec"
-    splits: dict[str, list[Example]] = {}
-    dropped: dict[str, int] = {}
-    for split in ("train", "test"):
-        path = d / f"{split}.txt"
-        text = read_text(path, cx)
-        if text is None:
-            continue
-        exs: list[Example] = []
-        for line, row in enumerate(text.split("\n"), 1):
-            if not row.strip():
-                continue
-            head, _, q = row.partition(" ")
-            coarse = head.split(":", 1)[0]
-            if ":" not in head or coarse not in _TREC:
-                cx.problems.add(
-                    file_line(path, line),
-                    f"expected 'COARSE:fine question' with COARSE in {sorted(_TREC)}, got {head!r:.30}",
-                    "label",
-                )
-                continue
-            q = one_line(q)
-            if not q:
-                dropped[split] = dropped.get(split, 0) + 1
-                continue
-            exs.append(Example(q, _TREC[coarse], line=line))
-        splits[split] = exs
+
+    def parse(row: str) -> tuple[str, str]:
+        head, _, q = row.partition(" ")
+        coarse = head.split(":", 1)[0]
+        if ":" not in head or coarse not in _TREC:
+            raise BadRow(
+                f"expected 'COARSE:fine question' with COARSE in {sorted(_TREC)}, got {head!r:.30}", "label"
+            )
+        return q, _TREC[coarse]
+
+    files = {s: d / f"{s}.txt" for s in ("train", "test")}
+    splits, dropped = parse_splits(files, lambda p: text_rows(p, cx), parse, cx)
     tmpl = text_template(
         "You will receive a question. Your task is to classify the type of answer the question asks for.",
         "Type:",
