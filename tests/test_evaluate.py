@@ -226,8 +226,9 @@ def test_an_interrupted_evaluation_resumes_its_finished_points(tmp_path, tok, mo
     assert sorted((key(r), r["score"]) for r in res.rows) == sorted((key(r), r["score"]) for r in full.rows)
     assert len(res.predictions) == len(full.predictions)
     other = _cfg(tmp_path / "b", "shots=[0,2,max]", "seeds=[0,1]", "max_queries=4", "resume=true")
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ConfigError, match="other settings") as e:
         evaluate(other, model=model, tokenizer=tok, tasks=[toy_task(60)])
+    assert "max_queries" in str(e.value)  # the refusal names what changed
     other.resume, other.overwrite = False, True
     res = evaluate(other, model=model, tokenizer=tok, tasks=[toy_task(60)])
     assert all(r["n_queries"] == 4 for r in res.rows)
