@@ -113,13 +113,20 @@ def kv_cache_tokens(
 
 
 def estimate_eval_mb(
-    model_config, dtype: str, context_tokens: int, batch_tokens: int, sliding_history: bool = False
+    model_config,
+    dtype: str,
+    context_tokens: int,
+    batch_tokens: int,
+    sliding_history: bool = False,
+    logits_rows: int | None = None,
 ) -> dict:
     """Weights + the prompt's KV cache + one batch of query/option tokens' activations and logits.
 
     The KV cache counts what PromptCache keeps (:func:`kv_cache_tokens`): on Gemma 3 270M at 32K
     tokens, 3 full layers hold all 32K tokens and 15 sliding layers 511 each, about a sixth of what 18
-    full layers would. Attention (weights and the boolean mask) is that of a full layer, the largest."""
+    full layers would. Attention (weights and the boolean mask) is that of a full layer, the largest.
+    Logits (float32, and their log-softmax) are counted for ``logits_rows`` positions (default: every
+    batch token); with Gemma's 262K vocabulary they are the largest part: 8 GB for 4,096 rows."""
     d = _model_dims(model_config)
     wb = _DTYPE_BYTES.get(dtype, 4)
     mb = 2**20
@@ -131,7 +138,7 @@ def estimate_eval_mb(
         "weights_mb": d["params"] * wb / mb,
         "kv_cache_mb": kv / mb,
         "attention_mb": attn / mb,
-        "logits_mb": batch_tokens * d["vocab"] * 4 * 2 / mb,
+        "logits_mb": (batch_tokens if logits_rows is None else logits_rows) * d["vocab"] * 4 * 2 / mb,
         "overhead_mb": RUNTIME_OVERHEAD_MB,
     }
     parts["total_mb"] = sum(parts.values())
@@ -311,8 +318,9 @@ def eval_guard(model, cfg, batch_tokens: int, device) -> dict:
             positions,
         )
 
-    def est(length=cfg.max_length, step=step, dtype=dtype):
-        return estimate_eval_mb(mc, dtype, length, step)
+    # prefill chunks keep one logit row; scoring batches keep at most one per batch token
+    def est(length=cfg.max_length, step=step, dtype=dtype, rows=batch_tokens):
+        return estimate_eval_mb(mc, dtype, length, step, logits_rows=rows)
 
     cands = []
     for div in (2, 4):
@@ -320,7 +328,7 @@ def eval_guard(model, cfg, batch_tokens: int, device) -> dict:
             cands.append(
                 (
                     f"scoring.batch_tokens={batch_tokens // div} scoring.prefill_chunk={step // div}",
-                    est(step=step // div),
+                    est(step=step // div, rows=batch_tokens // div),
                 )
             )
     for div in (2, 4):
