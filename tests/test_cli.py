@@ -304,3 +304,18 @@ def test_experiment_status_grid_keeps_fractions_together(tmp_path, capsys):
     assert main([*args, "eval.tasks.synthetic_instances=1", "train.data.tasks.synthetic_instances=1"]) == 0
     row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("task_level"))
     assert re.search(r"\s0/\d+\s", row) and not re.search(r"/\s+\d", row), row
+
+
+def test_experiment_status_grid_fits_100_columns_with_many_tasks(tmp_path, capsys):
+    from manyicl.cells import Cells
+    from manyicl.config import ExperimentConfig
+    from manyicl.experiment import make_plan, status_view
+    from manyicl.synthetic import synthetic_suite
+
+    tasks = synthetic_suite(instances=4, train_size=20, test_size=5, split="held_out")  # 20+ tasks
+    cfg = ExperimentConfig(output_dir=str(tmp_path))
+    view = status_view(cfg, make_plan(cfg, tasks), Cells(tmp_path))
+    assert max(len(ln) for ln in view.splitlines()) <= 100, view
+    legend = " ".join(ln.strip() for ln in view.splitlines() if ln.startswith(("tasks:", "  ")))
+    for i, t in enumerate(tasks):  # every numbered column is named, number and name together
+        assert f" {i + 1} {t.name} " in f"{legend} ", (i, t.name)

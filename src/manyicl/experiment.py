@@ -68,30 +68,47 @@ def make_plan(cfg: ExperimentConfig, held_out: list[Task]) -> Plan:
     return Plan(list(cfg.methods), [t.name for t in held_out], loco, ppl, ce, demos)
 
 
-def status_view(cfg: ExperimentConfig, plan: Plan, cells: Cells) -> str:
-    """Methods x (train, tasks, ppl) grid of cell states, then the ablation cells and a count."""
-    cols = ["train", *plan.held_out, "ppl"]
-    width = max(8, *(len(c) for c in plan.held_out)) if plan.held_out else 8
-    lines = [f"{'method':<16}" + "".join(f"{c[:width]:>{width + 1}}" for c in cols)]
-    for m in plan.methods:
-        row = f"{m:<16}"
-        for c in cols:
-            if c == "train":
-                if m in META:
-                    key = f"train/{m}"
-                elif m == "task_level":
-                    states = [cells.state(f"train/task_level/{t}") for t in plan.held_out]
-                    frac = f"{sum(s == 'done' for s in states)}/{len(states)}"
-                    row += f"{frac:>{width + 1}}"
-                    continue
-                else:
-                    key = None
-            elif c == "ppl":
-                key = f"ppl/{m}" if m in plan.ppl_models else None
-            else:
-                key = f"eval/{m}/{c}"
-            row += f"{(SYMBOL[cells.state(key)] if key else '-'):>{width + 1}}"
-        lines.append(row)
+def status_view(cfg: ExperimentConfig, plan: Plan, cells: Cells, width: int = 100) -> str:
+    """Methods x (train, tasks, ppl) grid of cell states, then the ablation cells and a count.
+
+    Task columns are numbered (a legend below names them) and the grid is cut into blocks of columns,
+    so it fits ``width`` columns however many tasks there are."""
+    import textwrap
+
+    tasks = list(plan.held_out)
+    num_w = len(str(len(tasks))) + 1
+    name_w = max(len("method"), *(len(m) for m in plan.methods)) + 1
+    train_w = max(len("train"), len(f"{len(tasks)}/{len(tasks)}")) + 1
+
+    def state(m: str, c: str) -> str:
+        if c == "train":
+            if m == "task_level":
+                states = [cells.state(f"train/task_level/{t}") for t in tasks]
+                return f"{sum(s == 'done' for s in states)}/{len(states)}"
+            key = f"train/{m}" if m in META else None
+        elif c == "ppl":
+            key = f"ppl/{m}" if m in plan.ppl_models else None
+        else:
+            key = f"eval/{m}/{c}"
+        return SYMBOL[cells.state(key)] if key else "-"
+
+    per_block = max(1, (width - name_w - train_w - 4) // num_w)
+    lines: list[str] = []
+    for start in range(0, max(len(tasks), 1), per_block):
+        block = tasks[start : start + per_block]
+        first, last = start == 0, start + per_block >= len(tasks)
+        head = f"{'method':<{name_w}}" + (f"{'train':>{train_w}}" if first else "")
+        head += "".join(f"{start + i + 1:>{num_w}}" for i in range(len(block))) + ("  ppl" if last else "")
+        lines.append(head)
+        for m in plan.methods:
+            row = f"{m:<{name_w}}" + (f"{state(m, 'train'):>{train_w}}" if first else "")
+            row += "".join(f"{state(m, t):>{num_w}}" for t in block) + (
+                f"{state(m, 'ppl'):>5}" if last else ""
+            )
+            lines.append(row)
+    legend = "  ".join(f"{i + 1}\u00a0{t}" for i, t in enumerate(tasks))  # a number stays with its name
+    wrapped = textwrap.wrap(f"tasks: {legend}", width, subsequent_indent="  ", break_on_hyphens=False)
+    lines += [ln.replace("\u00a0", " ") for ln in wrapped]
     for cat in plan.loco:
         states = [cells.state(k) for k in plan.keys(cfg) if k.startswith(f"loco/{cat}/")]
         lines.append(f"ablation without {cat}: {sum(s == 'done' for s in states)}/{len(states)} cells done")
@@ -99,8 +116,9 @@ def status_view(cfg: ExperimentConfig, plan: Plan, cells: Cells) -> str:
     count = {s: states.count(s) for s in SYMBOL}
     lines.append(
         f"cells: {count['done']} done, {count['running']} running, {count['interrupted']} interrupted "
-        f"(will be redone), {count['todo']} left   [{' '.join(f'{v} {k}' for k, v in SYMBOL.items())}]"
+        f"(will be redone), {count['todo']} left"
     )
+    lines.append("  [" + " ".join(f"{v} {k}" for k, v in SYMBOL.items()) + "; - not part of the plan]")
     return "\n".join(lines)
 
 
