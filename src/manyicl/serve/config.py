@@ -77,8 +77,8 @@ class ServeConfig:
     """``manyicl serve``: one model (and adapter) answering many tasks from their cached many-shot prompts."""
 
     model: str = "smollm2-135m-instruct"
-    """Base model: the built-in alias, a local Hugging Face folder, a .gguf file, or ``tiny-random-llama``
-    (a tiny random model for tests). Never downloaded; model code is never run (no remote code)."""
+    """Base model: ``smollm2-135m-instruct`` (default), ``gemma3-270m`` (opt-in: ``setup.sh --gemma``), a local
+    Hugging Face folder, a .gguf file, or ``tiny-random-llama`` / ``tiny-random-gemma3`` (tests). Never downloaded; model code is never run (no remote code)."""
     adapter: str | None = None
     """A PEFT adapter folder (safetensors) on top of the base model, e.g. ``runs/synthetic/adapter``."""
     tasks: list[str] = field(default_factory=list)
