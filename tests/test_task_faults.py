@@ -452,3 +452,168 @@ def test_roots_that_are_files(tmp_path):
 def test_splits_null_without_files_is_reported(tmp_path):
     d = _task(tmp_path, "category: cls\nsplits:\n", {})
     assert "no splits" in _problems(d)
+
+
+# 5. names Windows cannot hold, files outside the folder, non-finite numbers, odd files ------------
+
+
+@pytest.mark.parametrize(
+    "name", ["CON", "con", "Con.v1", "nul.txt", "PRN", "aux", "COM1", "com9.x.y", "LPT1", "lpt0", "x."]
+)
+def test_names_windows_cannot_hold_are_refused(tmp_path, name):
+    d = _task(tmp_path, f"name: '{name}'\ncategory: cls\n", {"train.jsonl": GOOD})
+    msg = _problems(d)
+    assert "task.yaml [name]" in msg and "is not a safe task name" in msg
+    assert ("device name on Windows" in msg) != name.endswith(".")
+    with pytest.raises(ValueError, match="not a safe task name"):
+        safe_path_component(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["console", "con_task", "com10", "lpt", "nul2", "aux:x", "CONTRACT.v1", "a.b"]
+)
+def test_names_that_only_look_reserved_still_load(tmp_path, name):
+    d = _task(tmp_path, f"name: '{name}'\ncategory: cls\n", {"train.jsonl": GOOD})
+    assert load_task_dir(d).name == name
+
+
+def test_a_folder_named_like_a_device_needs_a_name_field(tmp_path):
+    d = _task(tmp_path, "category: cls\n", {"train.jsonl": GOOD}, name="PRN")
+    assert "folder name 'PRN' is not a safe task name" in _problems(d)
+
+
+CSV_ROWS = "text,label\na,x\nb,y\n"
+
+
+@pytest.mark.parametrize(
+    "meta,field",
+    [
+        (
+            "source: {format: csv, files: {train: /etc/hostname}, input: text, output: label}",
+            "source.files.train",
+        ),
+        (
+            "source: {format: csv, files: {train: ../t/train.csv}, input: text, output: label}",
+            "source.files.train",
+        ),
+        (
+            "source: {format: csv, files: {train: sub/../../x.csv}, input: text, output: label}",
+            "source.files.train",
+        ),
+        (
+            "source: {format: csv, files: {train: '~/x.csv'}, input: text, output: label}",
+            "source.files.train",
+        ),
+        (
+            "source: {format: csv, files: {train: 'C:\\\\data\\\\x.csv'}, input: text, output: label}",
+            "source.files.train",
+        ),
+        (
+            "source: {format: csv, files: {train: '..\\\\x.csv'}, input: text, output: label}",
+            "source.files.train",
+        ),
+        (
+            "source: {format: lines, files: {train: {text: /etc/hostname, label: l.txt}}, input: text, output: label}",
+            "source.files.train.text",
+        ),
+        (
+            "source: {format: csv, input: text, output: label, label_names: ../mapping.txt}",
+            "source.label_names",
+        ),
+        ("splits: {train: /etc/hostname}", "splits.train"),
+        ("splits: {train: ../other/train.jsonl}", "splits.train"),
+    ],
+)
+def test_files_outside_the_task_folder_are_refused(tmp_path, meta, field):
+    d = _task(tmp_path, f"category: cls\n{meta}\n", {"train.csv": CSV_ROWS, "train.jsonl": GOOD})
+    msg = _problems(d)
+    assert f"task.yaml [{field}]" in msg and "is outside the task folder" in msg
+    assert "copy the file into the task folder" in msg
+
+
+def test_a_link_inside_the_task_folder_is_followed(tmp_path):
+    data = tmp_path / "big_data"
+    data.mkdir()
+    (data / "all.csv").write_text(CSV_ROWS)
+    d = _task(
+        tmp_path,
+        "category: cls\nsource: {format: csv, files: {train: train.csv}, input: text, output: label}\n",
+    )
+    (d / "train.csv").symlink_to(data / "all.csv")
+    assert [e.output for e in load_task_dir(d).splits["train"]] == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "line,field,shown",
+    [
+        ('{"q": NaN, "a": "x"}', "q", "nan"),
+        ('{"q": "t", "a": Infinity}', "a", "inf"),
+        ('{"q": -Infinity, "a": "x"}', "q", "-inf"),
+        ('{"q": 1e400, "a": "x"}', "q", "inf"),
+        ('{"q": "t", "a": "x", "c": ["x", NaN]}', "c", "option 2 is nan"),
+        ('{"q": "t", "a": "x", "c": ["x", null]}', "c", "option 2 must be a string or number, got null"),
+    ],
+)
+def test_non_finite_numbers_in_a_jsonl_source_are_located_errors(tmp_path, line, field, shown):
+    meta = "category: other\nsource: {format: jsonl, input: q, output: a, options: c}\n"
+    d = _task(tmp_path, meta, {"train.jsonl": '{"q": "ok", "a": "x", "c": ["x", "y"]}\n' + line + "\n"})
+    msg = _problems(d)
+    assert f"train.jsonl:2 [{field}]:" in msg and shown in msg
+    if "option" not in shown or "is nan" in shown:
+        assert "JSON NaN/Infinity literal" in msg
+
+
+def test_non_finite_numbers_in_plain_task_files_are_not_strings(tmp_path):
+    d = _task(tmp_path, "category: other\n", {"train.jsonl": GOOD + '{"input": NaN, "output": "a"}\n'})
+    assert "train.jsonl:5 [input]: must be a string, got float nan" in _problems(d)
+
+
+def test_a_string_nan_is_kept_as_text(tmp_path):
+    meta = "category: other\nsource: {format: jsonl, input: q, output: a}\n"
+    d = _task(tmp_path, meta, {"train.jsonl": '{"q": "NaN", "a": "nan"}\n{"q": 2.5, "a": 3.0}\n'})
+    assert [(e.input, e.output) for e in load_task_dir(d).splits["train"]] == [("NaN", "nan"), ("2.5", "3")]
+
+
+def _with_alarm(seconds: int):
+    import signal
+
+    def boom(*_):
+        raise TimeoutError(f"still reading after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(seconds)
+    return lambda: (signal.alarm(0), signal.signal(signal.SIGALRM, old))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.parametrize("where", ["train.jsonl", "task.yaml", "source"])
+def test_a_pipe_is_refused_not_read_forever(tmp_path, where):
+    meta = "category: cls\n" + (
+        "source: {format: csv, input: text, output: label}\n" if where == "source" else ""
+    )
+    d = _task(tmp_path, meta, {} if where != "task.yaml" else {"train.jsonl": GOOD})
+    target = d / {"train.jsonl": "train.jsonl", "task.yaml": "task.yaml", "source": "train.csv"}[where]
+    target.unlink(missing_ok=True)
+    os.mkfifo(target)
+    restore = _with_alarm(20)
+    try:
+        msg = _problems(d)
+    finally:
+        restore()
+    assert f"{target}: is not a regular file" in msg
+
+
+def test_numbers_too_long_to_convert(tmp_path):
+    digits = "1" * 5000  # Python refuses to convert integers of more than 4,300 digits
+    d = _task(
+        tmp_path, "category: other\n", {"train.jsonl": GOOD + f'{{"input": {digits}, "output": "a"}}\n'}
+    )
+    assert "train.jsonl:5: malformed JSON (Exceeds the limit (4300 digits)" in _problems(d)
+    meta = "category: other\nsource: {format: jsonl, input: q, output: a}\n"
+    d2 = _task(tmp_path, meta, {"train.jsonl": f'{{"q": {digits}, "a": "x"}}\n'}, name="t2")
+    assert "train.jsonl:1: malformed JSON (Exceeds the limit" in _problems(d2)
+    meta = "category: other\nsource: {format: csv, input: q, output: a, options: c}\n"
+    d3 = _task(tmp_path, meta, {"train.csv": f"q,a,c\nx,a,[{digits}]\n"}, name="t3")
+    assert "options" in _problems(d3)  # the cell is read as 'a|b|c' text, not a crash
+    d4 = _task(tmp_path, f"category: other\nlabels: [{digits}]\n", {"train.jsonl": GOOD}, name="t4")
+    assert "task.yaml: not valid YAML: Exceeds the limit (4300 digits)" in _problems(d4)

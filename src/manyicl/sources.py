@@ -31,12 +31,18 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import os
+import re
+import stat
 import string
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .errors import Collector, Problem
-from .examples import LINE_END, Example, check_strings, jsonl_lines, parse_json_line, read_text_file
+from .examples import LINE_END, Example, check_strings, jsonl_lines
+from .examples import parse_json_line as _parse_json_line
+from .examples import read_text_file as _read_text_file
 
 SOURCE_KEYS = {
     "format",
@@ -61,6 +67,82 @@ DEFAULT_QUOTING = {"csv": "csv", "tsv": "none"}
 HF_FILE_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "xml", "webdataset", "sql"}
 
 csv.field_size_limit(2**31 - 1)  # the largest value every platform's C long holds
+
+
+# --------------------------------------------------------------------------------------------
+# Files a task folder names: inside the folder, regular files, parsed without raising
+# --------------------------------------------------------------------------------------------
+
+
+def outside_problem(name: str) -> str | None:
+    """Why a file name written in task.yaml would read outside its task folder, or None.
+
+    Names are relative to the folder holding task.yaml: an absolute path, a drive, ``~`` or a ``..``
+    component is refused (a task folder copied from elsewhere must not read ``/etc/...`` or ``~/.ssh``
+    into prompts and messages). A symbolic link inside the folder is followed: whoever made the folder
+    made the link."""
+    p = name.strip()
+    parts = re.split(r"[\\/]", p)
+    if not (
+        p.startswith("~")
+        or PurePosixPath(p).is_absolute()
+        or PureWindowsPath(p).drive
+        or PureWindowsPath(p).is_absolute()
+        or ".." in parts
+    ):
+        return None
+    return (
+        f"{name!r} is outside the task folder: files are named relative to the folder holding task.yaml "
+        "(no absolute path, '~' or '..'); copy the file into the task folder, or put a symbolic link to it "
+        "there and name the link"
+    )
+
+
+def regular_file_problem(path: Path) -> str | None:
+    """Why ``path`` must not be read (a FIFO, socket or device would block or never end), or None; a
+    missing file or a folder is left to the reader, which says so."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return (
+        "is not a regular file (a pipe, socket or device: reading it could block or never end); give a file"
+    )
+
+
+def read_text_file(path: Path, c: Collector, what: str = "file") -> str | None:
+    """:func:`manyicl.examples.read_text_file` that first refuses what is not a regular file."""
+    problem = regular_file_problem(path)
+    if problem:
+        c.add(str(path), problem)
+        return None
+    return _read_text_file(path, c, what=what)
+
+
+def parse_json_line(line: str, where: str, c: Collector, hint: str = "") -> tuple[bool, Any]:
+    """:func:`manyicl.examples.parse_json_line` that also reports a number too long to convert (Python
+    refuses integers of more than 4,300 digits with a ValueError)."""
+    try:
+        return _parse_json_line(line, where, c, hint)
+    except ValueError as e:
+        c.add(where, f"malformed JSON ({str(e).split(':')[0]}){hint}")
+        return False, None
+
+
+def json_type(v: Any) -> str:
+    return "null" if v is None else f"{type(v).__name__} {str(v)[:60]}"
+
+
+def _non_finite(v: Any) -> bool:
+    return isinstance(v, float) and not math.isfinite(v)
+
+
+NON_FINITE_HINT = (
+    "not text: a JSON NaN/Infinity literal, a number too large for a float, or a missing value written "
+    'by a dataframe; write the value as a string ("NaN") if it is meant, else fill it in or drop the row'
+)
 
 
 def _fields(spec: Any) -> list[str]:
@@ -137,6 +219,8 @@ def check_source(src: Any, where: str, c: Collector) -> bool:
                 for fld, name in spec.items():
                     if not isinstance(name, str) or not name.strip():
                         c.add(where, f"must be one file name, got {name!r}", f"source.files.{split}.{fld}")
+                    elif outside_problem(name):
+                        c.add(where, outside_problem(name) or "", f"source.files.{split}.{fld}")
                 for fld in need:
                     if fld and fld not in spec:
                         c.add(
@@ -149,6 +233,8 @@ def check_source(src: Any, where: str, c: Collector) -> bool:
             for split, name in files.items():
                 if not isinstance(name, str) or not name.strip():
                     c.add(where, f"must be one file name, got {name!r}", f"source.files.{split}")
+                elif outside_problem(name):
+                    c.add(where, outside_problem(name) or "", f"source.files.{split}")
     if not _fields(src.get("input")):
         c.add(
             where, "name the input field(s), e.g. input: text or input: [premise, hypothesis]", "source.input"
@@ -207,6 +293,8 @@ def check_source(src: Any, where: str, c: Collector) -> bool:
         if isinstance(names, str):
             if not names.strip():
                 c.add(where, "must name a mapping file, e.g. label_names: mapping.txt", "source.label_names")
+            elif outside_problem(names):
+                c.add(where, outside_problem(names) or "", "source.label_names")
         elif not isinstance(names, dict):
             c.add(
                 where,
@@ -238,6 +326,8 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
             c.add(where, "missing input field", f)
         elif isinstance(row[f], (list, dict)):
             c.add(where, f"must be a string or number, got {type(row[f]).__name__} {str(row[f])[:60]}", f)
+        elif _non_finite(row[f]):
+            c.add(where, f"is {row[f]!r}, {NON_FINITE_HINT}", f)
         else:
             values[f] = _text(row[f]).strip()
     out_field = src["output"]
@@ -248,6 +338,8 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
         c.add(
             where, f"must be a string or number, got {type(raw_out).__name__} {str(raw_out)[:60]}", out_field
         )
+    elif _non_finite(raw_out):
+        c.add(where, f"is {raw_out!r}, {NON_FINITE_HINT}", out_field)
     if len(c.errors) > n_errors:
         return None
     names = src.get("label_names") or {}
@@ -277,6 +369,13 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
             raw = parsed
         if not isinstance(raw, list) or not raw:
             c.add(where, f"must be a non-empty list of options, got {raw!r}", opt_field)
+            return None
+        for i, o in enumerate(raw):
+            if _non_finite(o):
+                c.add(where, f"option {i + 1} is {o!r}, {NON_FINITE_HINT}", opt_field)
+            elif o is None or isinstance(o, (list, dict)):
+                c.add(where, f"option {i + 1} must be a string or number, got {json_type(o)}", opt_field)
+        if len(c.errors) > n_errors:
             return None
         options = tuple(lookup.get(str(o).strip(), str(o).strip()) for o in raw)
         if out not in options:

@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from .errors import Collector, Problem, TaskFormatError
-from .examples import Example, check_strings, jsonl_lines, parse_json_line, read_text_file, text_problem
+from .examples import Example, check_strings, jsonl_lines, text_problem
 from .fileio import atomic_write_text, load_yaml
+from .sources import outside_problem, parse_json_line, read_text_file
 
 CATEGORIES = ("cls", "nli", "qa", "mlcls", "sum", "math", "other")
 METRICS = ("accuracy", "exact_match", "rouge_l", "math_accuracy", "multilabel_f1")
@@ -162,6 +163,10 @@ NAME_RULE = (
     "a task name is 1-128 letters, digits and . _ : + - starting with a letter or digit, "
     "without '/', '\\' or '..' (it becomes part of output file names)"
 )
+WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{d}{i}" for d in ("COM", "LPT") for i in range(10)]
+)
+"""Device names Windows reserves in every folder, whatever the case and extension (``nul.txt`` is NUL)."""
 
 
 def name_problem(name: object) -> str | None:
@@ -170,6 +175,18 @@ def name_problem(name: object) -> str | None:
         return f"must be a string, got {type(name).__name__} {name!r}"
     if not _NAME_RE.fullmatch(name) or ".." in name:
         return f"{name[:80]!r} is not a safe task name: {NAME_RULE}"
+    stem = name.replace(":", "_").split(".", 1)[0]
+    if stem.upper() in WINDOWS_RESERVED:
+        return (
+            f"{name!r} is not a safe task name: {stem!r} is a device name on Windows (CON, PRN, AUX, NUL, "
+            "COM0-COM9, LPT0-LPT9, in any case and with any extension), so no file can be named after it "
+            "there; add to it, e.g. 'con_task'"
+        )
+    if name.endswith("."):
+        return (
+            f"{name!r} is not a safe task name: it ends with '.', which Windows drops from file names "
+            f"('{name}' and '{name.rstrip('.')}' would be one file); remove the final '.'"
+        )
     return None
 
 
@@ -257,6 +274,8 @@ def _read_task_yaml(path: Path) -> tuple[Path, dict]:
         raise TaskFormatError.single(str(meta_path), f"not valid YAML: {e}") from None
     except RecursionError:
         raise TaskFormatError.single(str(meta_path), "not valid YAML: nested too deeply to read") from None
+    except ValueError as e:  # an integer of more than 4,300 digits
+        raise TaskFormatError.single(str(meta_path), f"not valid YAML: {str(e).split(':')[0]}") from None
     if not isinstance(meta, dict):
         raise TaskFormatError.single(str(meta_path), "must be a mapping (name:, category:, template:, ...)")
     return meta_path, meta
@@ -335,10 +354,12 @@ def load_task_dir(path: str | Path) -> Task:
             c.add(where, "must map split names to JSONL file names, e.g. {train: train.jsonl}", "splits")
         else:
             for k, v in meta["splits"].items():
-                if isinstance(v, str) and v:
-                    split_files[str(k)] = path / v
-                else:
+                if not isinstance(v, str) or not v:
                     c.add(where, f"must be a JSONL file name, got {v!r}", f"splits.{k}")
+                elif outside_problem(v):
+                    c.add(where, outside_problem(v) or "", f"splits.{k}")
+                else:
+                    split_files[str(k)] = path / v
     else:
         split_files = {p.stem: p for p in sorted(path.glob("*.jsonl"))}
     if not split_files and "source" not in meta and not meta.get("splits"):
