@@ -359,7 +359,11 @@ class PromptCache:
         """
         self.crop_to(self.base_len)
         tries = [OptionTrie.build(opts) for _, opts in items]
-        sizes = [len(q) + len(t.tokens) for (q, _), t in zip(items, tries)]
+        # Only nodes with children are fed: a leaf's own output is never read (its token's log-prob is
+        # read at its parent's row) and nothing attends to it, so leaving it out is exact. For a 150-way
+        # task with multi-token labels that is ~37% fewer tokens per query.
+        fed = [sorted({p for p in t.parent if p >= 0}) for t in tries]
+        sizes = [len(q) + len(f) for (q, _), f in zip(items, fed)]
         results: list[list[tuple[float, int]]] = [[] for _ in items]
         past = self.base_len
         for chunk in self._chunks(sizes, token_budget):
@@ -370,31 +374,36 @@ class PromptCache:
             keep: list[int] = []
             rows: list[dict[int, int]] = []  # per query: trie node (-1 = query end) -> row in kept logits
             for i in chunk:
-                q, trie = items[i][0], tries[i]
+                q, trie, nodes = items[i][0], tries[i], fed[i]
                 if not q:
                     raise ValueError("empty query")
-                o, nq = len(ids), len(q)
+                o, nq, nf = len(ids), len(q), len(nodes)
                 visible[o : o + nq, o : o + nq] = torch.tril(torch.ones(nq, nq, dtype=torch.bool))
-                visible[o + nq : o + nq + len(trie.tokens), o : o + nq] = True
-                visible[o + nq : o + nq + len(trie.tokens), o + nq : o + nq + len(trie.tokens)] = (
-                    trie.ancestor_mask()
-                )
-                ids += list(q) + trie.tokens
-                pos += list(range(past, past + nq)) + [past + nq + d for d in trie.depth]
+                visible[o + nq : o + nq + nf, o : o + nq] = True
+                if nf:
+                    sel = torch.tensor(nodes)
+                    visible[o + nq : o + nq + nf, o + nq : o + nq + nf] = trie.ancestor_mask()[sel][:, sel]
+                ids += list(q) + [trie.tokens[j] for j in nodes]
+                pos += list(range(past, past + nq)) + [past + nq + trie.depth[j] for j in nodes]
                 row = {-1: len(keep)}
                 keep.append(o + nq - 1)
-                for node in sorted({p for p in trie.parent if p >= 0}):
+                for k, node in enumerate(nodes):
                     row[node] = len(keep)
-                    keep.append(o + nq + node)
+                    keep.append(o + nq + k)
                 rows.append(row)
             out = self._masked_forward(ids, pos, visible, keep)
-            logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+            logits = out.logits[0].float()
+            norm = torch.logsumexp(
+                logits, dim=-1
+            )  # log-probs of the needed tokens only, no [rows, vocab] copy
             self.crop_to(self.base_len)
             for i, row in zip(chunk, rows):
                 trie = tries[i]
                 res = []
                 for path in trie.paths:
-                    total = sum(float(logp[row[trie.parent[node]], trie.tokens[node]]) for node in path)
+                    r = [row[trie.parent[node]] for node in path]
+                    t = [trie.tokens[node] for node in path]
+                    total = float((logits[r, t] - norm[r]).sum())
                     res.append((total, len(path)))
                 results[i] = res
         return results
