@@ -180,7 +180,7 @@ def name_problem(name: object) -> str | None:
         return (
             f"{name!r} is not a safe task name: {stem!r} is a device name on Windows (CON, PRN, AUX, NUL, "
             "COM0-COM9, LPT0-LPT9, in any case and with any extension), so no file can be named after it "
-            "there; add to it, e.g. 'con_task'"
+            f"there; add to it, e.g. '{stem.lower()}_task'"
         )
     if name.endswith("."):
         return (
