@@ -113,13 +113,13 @@ def test_budgets_give_every_method_the_same_steps_or_tokens(tmp_path):
     from manyicl.experiment import Context, _loop_cfg, _method_data_cfg
 
     cfg = _cfg(tmp_path, "budget=equal_tokens", "budget_tokens=3000")
-    ctx = Context(cfg, tmp_path, Cells(tmp_path), None, None, [], [])
+    ctx = Context(cfg, tmp_path, Cells(tmp_path), None, [], [])
     for m in ("zero_shot", "few_shot_all", "many_shot_last", "many_shot_all"):
         d = _method_data_cfg(ctx, m, 3)
         assert d.tokens_per_task == 1000 and d.supervised_examples_per_task == 0
         assert _loop_cfg(ctx, m).epochs == cfg.epochs
     cfg = _cfg(tmp_path, "budget=equal_steps", "budget_steps=7")
-    ctx = Context(cfg, tmp_path, Cells(tmp_path), None, None, [], [])
+    ctx = Context(cfg, tmp_path, Cells(tmp_path), None, [], [])
     for m in ("zero_shot", "many_shot_all"):
         loop = _loop_cfg(ctx, m)
         assert loop.max_steps == 7 and loop.epochs == 0

@@ -143,6 +143,8 @@ class EvalResult:
     memory: dict | None = None
     """The memory guard's estimate (MB) and the peak measured while evaluating."""
     scoring_dtype: str = ""
+    models: dict = field(default_factory=dict)
+    """Per model label: the base's name, the adapter, dtype and a weights fingerprint (ModelSession.identity)."""
 
 
 def _model_specs(cfg: EvalConfig) -> list[tuple[str, str | None]]:
@@ -186,7 +188,8 @@ def _evaluate(
 
     from tqdm.auto import tqdm
 
-    from .modeling import _DTYPES, load_adapter
+    from .modeling import _DTYPES
+    from .session import ModelSession
 
     t_prep = time.perf_counter()
     prepared = [prepare_task(t, tokenizer, cfg) for t in tasks]
@@ -218,113 +221,116 @@ def _evaluate(
     preds_out: list[dict] = []
     cache_timing: list[dict] = []
     bt = batch_tokens(cfg.scoring.batch_tokens, device)
+    session = ModelSession(model, tokenizer, cfg.model.name_or_path)
+    identities: dict[str, dict] = {}
     try:
         for label, adapter in specs:
-            m = load_adapter(model, adapter) if adapter else model
-            m.eval()
-            key = model_key(m, cfg.model.name_or_path, adapter, tokenizer)
-            for pt in prepared:
-                for seed in cfg.seeds:
-                    plan = points(pt, seed)
-                    n_fit = plans[(pt.task.name, seed)][1]
-                    for shot_label, demo_idx in sorted(plan.items(), key=lambda kv: -len(kv[1])):
-                        k = len(demo_idx)
-                        done = store.get(label, pt.task.name, seed, shot_label)
-                        if done is not None:  # finished before a kill: kept, not redone
-                            rows.append(done["row"])
-                            preds_out.extend(done["predictions"])
-                            bar.update(1)
-                            continue
-                        t0 = time.perf_counter()
-                        if cfg.demos == "per_query" and k > 0:
-                            scores, preds, prefill_s, prompt_tokens = [], [], 0.0, 0
-                            for qi, q in enumerate(pt.queries):
-                                d = per_query_demos(pt, cfg, seed, k, qi)
-                                pc = PromptCache(
-                                    m, build_prompt(pt, d), prefill_chunk=cfg.scoring.prefill_chunk
-                                )
-                                sc, pr = score_queries(
-                                    pc, pt, tokenizer, cfg.scoring.normalize, bt, queries=[q]
-                                )
-                                scores += sc
-                                preds += pr
-                                prefill_s += pc.prefill_s
-                                prompt_tokens += len(pc.prompt_ids)
-                            prompt_tokens //= max(len(pt.queries), 1)
-                        else:
-                            prompt = build_prompt(pt, demo_idx)
-                            if vgen is not None and pt.mode == "generate":
-                                pc = PromptOnly(prompt)
+            with session.adapter(adapter) as m:  # removed again on exit, also on an error
+                key = model_key(m, cfg.model.name_or_path, adapter, tokenizer)
+                identities[label] = session.identity()
+                for pt in prepared:
+                    for seed in cfg.seeds:
+                        plan = points(pt, seed)
+                        n_fit = plans[(pt.task.name, seed)][1]
+                        for shot_label, demo_idx in sorted(plan.items(), key=lambda kv: -len(kv[1])):
+                            k = len(demo_idx)
+                            done = store.get(label, pt.task.name, seed, shot_label)
+                            if done is not None:  # finished before a kill: kept, not redone
+                                rows.append(done["row"])
+                                preds_out.extend(done["predictions"])
+                                bar.update(1)
+                                continue
+                            t0 = time.perf_counter()
+                            if cfg.demos == "per_query" and k > 0:
+                                scores, preds, prefill_s, prompt_tokens = [], [], 0.0, 0
+                                for qi, q in enumerate(pt.queries):
+                                    d = per_query_demos(pt, cfg, seed, k, qi)
+                                    pc = PromptCache(
+                                        m, build_prompt(pt, d), prefill_chunk=cfg.scoring.prefill_chunk
+                                    )
+                                    sc, pr = score_queries(
+                                        pc, pt, tokenizer, cfg.scoring.normalize, bt, queries=[q]
+                                    )
+                                    scores += sc
+                                    preds += pr
+                                    prefill_s += pc.prefill_s
+                                    prompt_tokens += len(pc.prompt_ids)
+                                prompt_tokens //= max(len(pt.queries), 1)
                             else:
-                                pc = PromptCache(m, prompt, prefill_chunk=cfg.scoring.prefill_chunk)
-                            if (
-                                cfg.save_prompt_caches
-                                and shot_label == "max"
-                                and seed == cfg.seeds[0]
-                                and isinstance(pc, PromptCache)
-                            ):
-                                cache_timing.append(_time_cache_io(pc, out, label, pt.task.name, key, m, cfg))
-                            prefill_s, prompt_tokens = pc.prefill_s, len(prompt)
-                            scores, preds = score_queries(
-                                pc, pt, tokenizer, cfg.scoring.normalize, bt, vgen=vgen, adapter=adapter
+                                prompt = build_prompt(pt, demo_idx)
+                                if vgen is not None and pt.mode == "generate":
+                                    pc = PromptOnly(prompt)
+                                else:
+                                    pc = PromptCache(m, prompt, prefill_chunk=cfg.scoring.prefill_chunk)
+                                if (
+                                    cfg.save_prompt_caches
+                                    and shot_label == "max"
+                                    and seed == cfg.seeds[0]
+                                    and isinstance(pc, PromptCache)
+                                ):
+                                    cache_timing.append(
+                                        _time_cache_io(pc, out, label, pt.task.name, key, m, cfg)
+                                    )
+                                prefill_s, prompt_tokens = pc.prefill_s, len(prompt)
+                                scores, preds = score_queries(
+                                    pc, pt, tokenizer, cfg.scoring.normalize, bt, vgen=vgen, adapter=adapter
+                                )
+                                del pc
+                            dt = (
+                                time.perf_counter()
+                                - t0
+                                - (prefill_s if cfg.demos != "per_query" or k == 0 else 0)
                             )
-                            del pc
-                        dt = (
-                            time.perf_counter()
-                            - t0
-                            - (prefill_s if cfg.demos != "per_query" or k == 0 else 0)
-                        )
-                        test_scores = [x["score"] for x in scores[: pt.n_test]]
-                        dev_scores = [x["score"] for x in scores[pt.n_test :]]
-                        row = {
-                            "model": label,
-                            "task": pt.task.name,
-                            "family": pt.task.family,
-                            "category": pt.task.category,
-                            "metric": pt.task.metric,
-                            "mode": pt.mode,
-                            "shots_requested": shot_label,
-                            "shots": k,
-                            "max_shots_fit": n_fit,
-                            "seed": seed,
-                            "score": float(np.mean(test_scores)),
-                            "n_queries": len(test_scores),
-                            "dev_score": float(np.mean(dev_scores)) if dev_scores else None,
-                            "n_dev": len(dev_scores),
-                            "prompt_tokens": prompt_tokens,
-                            "prefill_s": prefill_s,
-                            "query_s": dt,
-                            "demos": cfg.demos,
-                        }
-                        extra = [x for x in scores[: pt.n_test] if "exact_match" in x]
-                        if extra:
-                            row["exact_match"] = float(np.mean([x["exact_match"] for x in extra]))
-                        rows.append(row)
-                        point_preds = []
-                        for qi, (q, x, pred) in enumerate(zip(pt.queries, scores, preds)):
-                            point_preds.append(
-                                {
-                                    "model": label,
-                                    "task": pt.task.name,
-                                    "seed": seed,
-                                    "shots": k,
-                                    "shots_requested": shot_label,
-                                    "split": "test" if qi < pt.n_test else "dev",
-                                    "query": pt.query_index[qi],
-                                    "gold": q.example.output,
-                                    "prediction": pred,
-                                    "score": x["score"],
-                                    "correct": bool(x["score"] >= 1.0),
-                                }
-                                | ({"option_scores": x["option_scores"]} if "option_scores" in x else {})
-                            )
-                        preds_out.extend(point_preds)
-                        store.put(label, pt.task.name, seed, shot_label, row, point_preds)
-                        bar.set_postfix(model=label, task=pt.task.name[:20], k=k)
-                        bar.update(1)
-            if adapter:
-                model = m.unload()  # remove the LoRA layers again; the base weights are untouched
+                            test_scores = [x["score"] for x in scores[: pt.n_test]]
+                            dev_scores = [x["score"] for x in scores[pt.n_test :]]
+                            row = {
+                                "model": label,
+                                "task": pt.task.name,
+                                "family": pt.task.family,
+                                "category": pt.task.category,
+                                "metric": pt.task.metric,
+                                "mode": pt.mode,
+                                "shots_requested": shot_label,
+                                "shots": k,
+                                "max_shots_fit": n_fit,
+                                "seed": seed,
+                                "score": float(np.mean(test_scores)),
+                                "n_queries": len(test_scores),
+                                "dev_score": float(np.mean(dev_scores)) if dev_scores else None,
+                                "n_dev": len(dev_scores),
+                                "prompt_tokens": prompt_tokens,
+                                "prefill_s": prefill_s,
+                                "query_s": dt,
+                                "demos": cfg.demos,
+                            }
+                            extra = [x for x in scores[: pt.n_test] if "exact_match" in x]
+                            if extra:
+                                row["exact_match"] = float(np.mean([x["exact_match"] for x in extra]))
+                            rows.append(row)
+                            point_preds = []
+                            for qi, (q, x, pred) in enumerate(zip(pt.queries, scores, preds)):
+                                point_preds.append(
+                                    {
+                                        "model": label,
+                                        "task": pt.task.name,
+                                        "seed": seed,
+                                        "shots": k,
+                                        "shots_requested": shot_label,
+                                        "split": "test" if qi < pt.n_test else "dev",
+                                        "query": pt.query_index[qi],
+                                        "gold": q.example.output,
+                                        "prediction": pred,
+                                        "score": x["score"],
+                                        "correct": bool(x["score"] >= 1.0),
+                                    }
+                                    | ({"option_scores": x["option_scores"]} if "option_scores" in x else {})
+                                )
+                            preds_out.extend(point_preds)
+                            store.put(label, pt.task.name, seed, shot_label, row, point_preds)
+                            bar.set_postfix(model=label, task=pt.task.name[:20], k=k)
+                            bar.update(1)
     finally:
+        model = session.model  # the bare base again: the adapter blocks have removed their layers
         if next(model.parameters()).dtype != orig_dtype:
             model.to(orig_dtype)  # bf16 -> fp32 -> bf16 is exact: the caller's model is unchanged
     bar.close()
@@ -353,6 +359,7 @@ def _evaluate(
         task_info,
         memory={"estimate": mem_est, "measured": mem.as_dict()},
         scoring_dtype=dtype_name,
+        models=identities,
     )
     save_results_json(res, cfg)
     save_predictions(out / "predictions.jsonl", preds_out)
@@ -399,5 +406,6 @@ def save_results_json(res: EvalResult, cfg: EvalConfig) -> Path:
             "scoring_dtype": res.scoring_dtype,
             "prompt_cache_timing": res.cache_timing,
             "memory": res.memory,
+            "models": res.models,
         },
     )

@@ -18,6 +18,7 @@ from .cells import Cells, _lock_holder_alive  # noqa: F401 - re-exported for cal
 from .config import ExperimentConfig, dump_yaml
 from .fileio import atomic_write_text
 from .methods import LABELS, META, METHODS  # noqa: F401 - re-exported for callers
+from .session import ModelSession
 from .tasks import Task
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,17 @@ class Context:
     cfg: ExperimentConfig
     out: Path
     cells: Cells
-    model: object
-    tokenizer: object
+    session: ModelSession | None  # the base model, loaded once; adapters attach per cell
     held_in: list[Task]
     held_out: list[Task]
+
+    @property
+    def model(self):
+        return self.session.model
+
+    @property
+    def tokenizer(self):
+        return self.session.tokenizer
 
 
 def shot_grid(cfg: ExperimentConfig) -> list:
@@ -234,9 +242,12 @@ def _train_cell(
             whole=val_tasks is not None,
         )
         build_s = time.perf_counter() - t0
-        model, _ = prepare_model(tcfg, base=ctx.model, tokenizer=ctx.tokenizer)
-        res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer, val_data=val)
-        ctx.model = model.unload()  # the LoRA layers go, the base weights were never touched
+
+        def new_lora(base):
+            return prepare_model(tcfg, base=base, tokenizer=ctx.tokenizer)[0]
+
+        with ctx.session.attached(new_lora) as model:  # the LoRA layers go on exit
+            res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer, val_data=val)
         if tcfg.train.gradient_checkpointing:
             ctx.model.gradient_checkpointing_disable()
         ctx.model.eval()
@@ -360,7 +371,6 @@ def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
     """Target cross-entropy of one model on every held-out task's max-shot sequences (eval-split examples
     in i.i.d.-label random order): a per-sequence, low-variance measure of in-context learning."""
     from .data import stable_seed
-    from .modeling import load_adapter
     from .packing import Window, build_task_sequences
     from .templates import tokenize_task
     from .train import validation_loss
@@ -375,37 +385,36 @@ def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
         import torch
 
         dcfg = ctx.cfg.train.data
-        m = load_adapter(ctx.model, adapter) if adapter else ctx.model
-        orig = next(m.parameters()).dtype
-        device = next(m.parameters()).device
-        if device.type == "cpu" and orig != torch.float32:
-            m.to(torch.float32)  # exact scoring on CPU, as in evaluation
-        m.eval()
+        orig = next(ctx.model.parameters()).dtype
         out = []
         try:
-            for t in ctx.held_out:
-                split = ctx.cfg.eval.eval_split
-                if not t.has_split(split):
-                    continue
-                tt = tokenize_task(t, ctx.tokenizer, split, dcfg.max_length, "truncate_input", dcfg.add_bos)
-                rng = np.random.default_rng(stable_seed("heldout_ce", t.name))
-                seqs, _ = build_task_sequences(
-                    tt, "max", "mask_all_targets", dcfg.max_length, ctx.cfg.heldout_ce_sequences, rng
-                )
-                for i, sq in enumerate(seqs):
-                    ce = validation_loss(m, [Window([sq])], device)
-                    out.append(
-                        {
-                            "task": t.name,
-                            "sequence": i,
-                            "ce": ce,
-                            "targets": int(sq.loss_mask.sum()),
-                            "shots": sq.n_examples,
-                        }
+            with ctx.session.adapter(adapter) as m:  # removed again on exit, also on an error
+                device = next(m.parameters()).device
+                if device.type == "cpu" and orig != torch.float32:
+                    m.to(torch.float32)  # exact scoring on CPU, as in evaluation
+                for t in ctx.held_out:
+                    split = ctx.cfg.eval.eval_split
+                    if not t.has_split(split):
+                        continue
+                    tt = tokenize_task(
+                        t, ctx.tokenizer, split, dcfg.max_length, "truncate_input", dcfg.add_bos
                     )
+                    rng = np.random.default_rng(stable_seed("heldout_ce", t.name))
+                    seqs, _ = build_task_sequences(
+                        tt, "max", "mask_all_targets", dcfg.max_length, ctx.cfg.heldout_ce_sequences, rng
+                    )
+                    for i, sq in enumerate(seqs):
+                        ce = validation_loss(m, [Window([sq])], device)
+                        out.append(
+                            {
+                                "task": t.name,
+                                "sequence": i,
+                                "ce": ce,
+                                "targets": int(sq.loss_mask.sum()),
+                                "shots": sq.n_examples,
+                            }
+                        )
         finally:
-            if adapter:
-                ctx.model = m.unload()
             if next(ctx.model.parameters()).dtype != orig:
                 ctx.model.to(orig)
         cell = {"rows": out, "sequences_per_task": ctx.cfg.heldout_ce_sequences}
@@ -461,7 +470,6 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
     ``status_only`` prints the cell grid and does nothing else; ``report_only`` writes the report from
     the cells finished so far (e.g. while another process is still working on the rest)."""
     from .data import load_tasks
-    from .modeling import load_model
 
     out = Path(cfg.output_dir)
     cells = Cells(out)
@@ -480,8 +488,7 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
     out = check_output_dir(cfg.output_dir)
     check_settings(out, cfg)
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
-    model, tok = load_model(replace(cfg.train.model, adapter=None))
-    ctx = Context(cfg, out, cells, model, tok, held_in, held_out)
+    ctx = Context(cfg, out, cells, ModelSession.load(cfg.train.model), held_in, held_out)
     print(status_view(cfg, plan, cells), flush=True)
     t_start = time.perf_counter()
 

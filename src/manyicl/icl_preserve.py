@@ -52,6 +52,7 @@ from .icl_preserve_report import (  # the report's public names stay importable 
     write_report,
 )
 from .packing import BuildStats, TaskBuildStats, Window
+from .session import ModelSession
 from .train import KL_TAG
 
 log = logging.getLogger(__name__)
@@ -193,13 +194,20 @@ class Context:
     cfg: ICLPreserveConfig
     out: Path
     cells: object
-    model: object
-    tokenizer: object
+    session: ModelSession  # the base model, loaded once; LoRA runs attach to it and are removed again
     target_tasks: list
     icl_tasks: list
     heldout_tasks: list
     _target: TrainingData | None = None
     _icl: TrainingData | None = None
+
+    @property
+    def model(self):
+        return self.session.model
+
+    @property
+    def tokenizer(self):
+        return self.session.tokenizer
 
     def target_data(self) -> TrainingData:
         if self._target is None:
@@ -291,9 +299,12 @@ def _run_cells(ctx: Context, run: RunSpec) -> dict:
             data, comp = mix_windows(ctx.target_data(), ctx.icl_data() if run.ratio else None, run.ratio)
             build_s = time.perf_counter() - t0
             if run.kind == "lora":
-                model, _ = prepare_model(tcfg, base=ctx.model, tokenizer=ctx.tokenizer)
-                res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer)
-                ctx.model = model.unload()  # the LoRA layers go; the base weights were never touched
+
+                def new_lora(base):
+                    return prepare_model(tcfg, base=base, tokenizer=ctx.tokenizer)[0]
+
+                with ctx.session.attached(new_lora) as model:  # the LoRA layers go on exit
+                    res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer)
                 if tcfg.train.gradient_checkpointing:
                     ctx.model.gradient_checkpointing_disable()
                 ctx.model.eval()
@@ -349,7 +360,6 @@ def _run_cells(ctx: Context, run: RunSpec) -> dict:
 def icl_preserve(cfg: ICLPreserveConfig) -> Path:
     """Run (or continue) every run of the study, then write report.md, results.json/csv and plots."""
     from .cells import Cells
-    from .modeling import load_model
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -367,8 +377,8 @@ def icl_preserve(cfg: ICLPreserveConfig) -> Path:
         log.warning("eval.shots has no shot count > 0: the 'best few-shot' score is the 0-shot score")
     runs = plan_runs(cfg)
     cells = Cells(out)
-    model, tok = load_model(replace(cfg.train.model, adapter=None))
-    ctx = Context(cfg, out, cells, model, tok, target_tasks, icl_tasks, heldout_tasks)
+    session = ModelSession.load(cfg.train.model)
+    ctx = Context(cfg, out, cells, session, target_tasks, icl_tasks, heldout_tasks)
     t_start = time.perf_counter()
     base = _base_cell(ctx)
     log.info("base model evaluated (%.0f s into this run)", time.perf_counter() - t_start)

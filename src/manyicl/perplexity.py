@@ -98,11 +98,9 @@ def token_windows(ids: list[int], length: int, limit_tokens: int) -> list[list[i
 
 def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityResult:
     """Perplexity and bits-per-byte of each model at each context length; writes perplexity.json/.md."""
-    from dataclasses import replace
-
     from tqdm.auto import tqdm
 
-    from .modeling import load_adapter, load_model
+    from .session import ModelSession
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +108,10 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
     books_dir = Path(cfg.books_dir) if cfg.books_dir else _default_books()
     files = book_files(books_dir, cfg.n_books)
     if model is None:
-        model, tokenizer = load_model(replace(cfg.model, adapter=None))
+        session = ModelSession.load(cfg.model)  # the base alone: adapters are attached per label below
+    else:
+        session = ModelSession(model, tokenizer, cfg.model.name_or_path)
+    model, tokenizer = session.model, session.tokenizer
     max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 10**9
     lengths = [L for L in cfg.context_lengths if L <= max_pos]
     if len(lengths) < len(cfg.context_lengths):
@@ -133,37 +134,34 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
         unit="window",
     )
     for label, adapter in specs:
-        m = load_adapter(model, adapter) if adapter else model
-        m.eval()
-        for L in lengths:
-            nll = 0.0
-            count = 0
-            nbytes = 0
-            per_window = []
-            t0 = time.perf_counter()
-            for w in plan[L]:
-                s, n = window_nll(m, torch.tensor(w, device=device), cfg.chunk)
-                nll += s
-                count += n
-                per_window.append(s / max(n, 1))
-                nbytes += len(tokenizer.decode(w[1:]).encode("utf-8"))
-                bar.update(1)
-            if not count:
-                continue
-            rows.append(
-                {
-                    "model": label,
-                    "context_length": L,
-                    "windows": len(plan[L]),
-                    "tokens": count,
-                    "perplexity": math.exp(nll / count),
-                    "bits_per_byte": nll / math.log(2) / max(nbytes, 1),
-                    "seconds": time.perf_counter() - t0,
-                    "window_nll": per_window,  # mean NLL per token of each window (the same windows for every model)
-                }
-            )
-        if adapter:
-            model = m.unload()
+        with session.adapter(adapter) as m:  # removed again on exit, also on an error
+            for L in lengths:
+                nll = 0.0
+                count = 0
+                nbytes = 0
+                per_window = []
+                t0 = time.perf_counter()
+                for w in plan[L]:
+                    s, n = window_nll(m, torch.tensor(w, device=device), cfg.chunk)
+                    nll += s
+                    count += n
+                    per_window.append(s / max(n, 1))
+                    nbytes += len(tokenizer.decode(w[1:]).encode("utf-8"))
+                    bar.update(1)
+                if not count:
+                    continue
+                rows.append(
+                    {
+                        "model": label,
+                        "context_length": L,
+                        "windows": len(plan[L]),
+                        "tokens": count,
+                        "perplexity": math.exp(nll / count),
+                        "bits_per_byte": nll / math.log(2) / max(nbytes, 1),
+                        "seconds": time.perf_counter() - t0,
+                        "window_nll": per_window,  # mean NLL per token of each window (the same windows for every model)
+                    }
+                )
     bar.close()
     if not rows:
         raise ManyICLError("no perplexity computed: books shorter than every context length?")

@@ -30,6 +30,7 @@ class QuickstartResult:
 
 def quickstart(cfg: QuickstartConfig) -> QuickstartResult:
     from .evaluate import evaluate
+    from .session import ModelSession
     from .train import prepare_model, train
 
     out = Path(cfg.output_dir)
@@ -41,17 +42,21 @@ def quickstart(cfg: QuickstartConfig) -> QuickstartResult:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    model, tokenizer = prepare_model(tcfg)
-    timings["load_model_s"] = time.perf_counter() - t0
+    session = ModelSession.load(tcfg.model)
+    tokenizer = session.tokenizer
 
-    log.info("[1/2] meta-training on held-in synthetic families (LoRA, %s)", tcfg.data.objective)
-    t1 = time.perf_counter()
-    tres = train(tcfg, model=model, tokenizer=tokenizer)
-    timings["train_s"] = time.perf_counter() - t1
+    def new_lora(base):
+        return prepare_model(tcfg, base=base, tokenizer=tokenizer)[0]
 
-    # Drop the in-memory LoRA layers: evaluation attaches the saved adapter to the same base
+    # On exit the in-memory LoRA layers go: evaluation attaches the saved adapter to the same base
     # weights, so it checks the artifact a user would ship, not just the live object.
-    base = model.unload()
+    with session.attached(new_lora) as model:
+        timings["load_model_s"] = time.perf_counter() - t0
+        log.info("[1/2] meta-training on held-in synthetic families (LoRA, %s)", tcfg.data.objective)
+        t1 = time.perf_counter()
+        tres = train(tcfg, model=model, tokenizer=tokenizer)
+        timings["train_s"] = time.perf_counter() - t1
+    base = session.model
     base.eval()
     adapter_dir = str(tres.final_dir)
     ecfg = replace(
