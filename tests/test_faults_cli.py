@@ -271,6 +271,8 @@ def cli(tmp_path_factory):
         (d / "cells" / "train" / "few_shot_last.running").write_text(f"{os.getpid()} 12345.00\n")
         cfg = load_config(ExperimentConfig, "experiment_quick", [f"output_dir={d}"])
         (d / "config.yaml").write_text(dump_yaml(cfg))
+    p["no_model"] = base / "no_model"
+    p["no_model"].mkdir()
     p["busy"] = base / "busy"
     p["busy"].mkdir()
     p["readonly"] = base / "readonly"
@@ -391,6 +393,13 @@ def cli(tmp_path_factory):
             ["experiment", "experiment_quick", f"output_dir={p['exp_report']}", "--report"], cwd=work
         ),
     }
+    for flow, args in (("train", [*tiny, "data.tasks.synthetic=false"]), ("eval", ev[:-1])):
+        key = "data.tasks.dirs" if flow == "train" else "tasks.dirs"
+        cmds[f"data_first_{flow}"] = _cmd(  # a model folder that cannot load: the task error must come first
+            [*args, f"model.name_or_path={p['no_model']}", f"{key}=[{p['broken'] / 'traversal'}]"]
+            + [f"output_dir={base / ('first_' + flow)}"],
+            cwd=work,
+        )
     if not ROOT:  # root writes anywhere
         cmds["out_readonly"] = _cmd([*tiny, f"output_dir={p['readonly']}"], cwd=work)
     from manyicl.fileio import exclusive_lock
@@ -724,6 +733,16 @@ def test_eval_query_too_long_with_on_overlong_error(cli):
     assert not (p["base"] / "ev_long" / "config.yaml").exists()
 
 
+@pytest.mark.parametrize("flow", ["train", "eval"])
+def test_bad_task_data_is_reported_before_the_model_loads(cli, flow):
+    out = _refused(
+        cli[0][f"data_first_{flow}"],
+        "invalid task data: 1 problem",
+        "traversal/task.yaml [name]: '../../../victim/model' is not a safe task name",
+    )
+    assert "config.json" not in out  # the model folder (empty) was never opened
+
+
 def test_nothing_was_written_into_the_working_directory(cli):
     assert sorted(x.name for x in cli[1]["work"].iterdir()) == []
 
@@ -735,3 +754,51 @@ def test_nothing_was_written_into_the_working_directory(cli):
 )
 def test_an_integer_too_long_to_convert_in_a_setting(cli):
     _refused(cli[0]["bigint_override"], "train.max_steps")
+
+
+# --------------------------------------------------------------------------------------------
+# What a finished run's files say (read after an in-process run: the content, not the exit, matters)
+# --------------------------------------------------------------------------------------------
+
+
+def _overlong_eval(tmp_path, on_overlong: str):
+    from manyicl.config import EvalConfig, load_config
+    from manyicl.evaluate import evaluate
+
+    folder = _task(
+        tmp_path / "tasks",
+        "long_query",
+        "category: cls\nlabels: [a, b]\n",
+        {
+            "train.jsonl": _jsonl({"input": f"short {i}", "output": "ab"[i % 2]} for i in range(8)),
+            "test.jsonl": _jsonl(
+                [{"input": "word " * 200, "output": "a"}]
+                + [{"input": f"q {i}", "output": "b"} for i in range(3)]
+            ),
+        },
+    )
+    args = [*TINY_EVAL[2:], "shots=[0]", "max_length=128", f"on_overlong={on_overlong}"]
+    res = evaluate(
+        load_config(
+            EvalConfig, "eval_folder", [*args, f"tasks.dirs=[{folder}]", f"output_dir={tmp_path / 'ev'}"]
+        )
+    )
+    return json.loads((tmp_path / "ev" / "results.json").read_text()), res.report_path.read_text()
+
+
+def test_skipped_eval_queries_reach_results_and_report(tmp_path):
+    results, report = _overlong_eval(tmp_path, "skip")
+    assert results["tasks"][0]["skipped_queries"] == 1
+    assert "long_query: 1 quer(ies) skipped as too long (on_overlong=skip)" in report
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evaluate.py counts queries skipped as too long (task_info.skipped_queries, report Data notes) but "
+    "not the ones cut by on_overlong=truncate_input (the default); fix: count truncated queries in "
+    "prepare_task and write them next to skipped_queries and in report._task_notes",
+)
+def test_truncated_eval_queries_reach_results_and_report(tmp_path):
+    results, report = _overlong_eval(tmp_path, "truncate_input")
+    assert any("truncat" in k and v == 1 for k, v in results["tasks"][0].items())
+    assert "truncated" in report
