@@ -162,13 +162,15 @@ def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig, tag: str 
             )
             continue
         try:
-            tt = tokenize_task(task, tokenizer, cfg.train_split, cfg.max_length, cfg.on_overlong, cfg.add_bos)
+            tokenized = tokenize_task(
+                task, tokenizer, cfg.train_split, cfg.max_length, cfg.on_overlong, cfg.add_bos
+            )
         except TaskFormatError as e:  # collect every task's overlong examples, then report once
             c.problems.extend(e.problems)
             continue
         rng = np.random.default_rng(stable_seed(cfg.seed, task.name))
         task_seqs, tstats = build_task_sequences(
-            tt,
+            tokenized,
             cfg.shots,
             cfg.objective,
             cfg.max_length,
@@ -180,10 +182,10 @@ def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig, tag: str 
         )
         for s in task_seqs:
             s.tag = tag
-        if not task_seqs and tt.skipped:
+        if not task_seqs and tokenized.skipped:
             c.add(
                 task.name,
-                f"every one of its {tt.skipped} '{cfg.train_split}' examples is longer than max_length "
+                f"every one of its {tokenized.skipped} '{cfg.train_split}' examples is longer than max_length "
                 f"{cfg.max_length} and was skipped, so the task would vanish from training; raise data.max_length "
                 "or set data.on_overlong=truncate_input",
                 "data.on_overlong",

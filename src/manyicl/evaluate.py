@@ -66,7 +66,7 @@ class PromptOnly:
 
 def score_queries(
     pc: PromptCache,
-    pt: PreparedTask,
+    prepared: PreparedTask,
     tokenizer,
     normalize: str,
     budget: int = 4096,
@@ -74,15 +74,15 @@ def score_queries(
     adapter=None,
     queries: list[Query] | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """Score the queries of ``pt`` (or ``queries``) against the prompt in ``pc`` (batched); per-query
+    """Score the queries of ``prepared`` (or ``queries``) against the prompt in ``pc`` (batched); per-query
     scores and predictions."""
-    task = pt.task
+    task = prepared.task
     scores, preds = [], []
-    queries = pt.queries if queries is None else queries
-    if pt.mode == "generate" and vgen is not None:
+    queries = prepared.queries if queries is None else queries
+    if prepared.mode == "generate" and vgen is not None:
         texts = vgen.generate(
             [pc.prompt_ids + q.ids for q in queries],
-            pt.max_new_tokens,
+            prepared.max_new_tokens,
             task.template.stop_strings(),
             adapter,
         )
@@ -94,7 +94,7 @@ def score_queries(
             )
             preds.append(text.strip())
         return scores, preds
-    if pt.mode == "options":
+    if prepared.mode == "options":
         all_lls = pc.score_options_many([(q.ids, q.option_ids) for q in queries], token_budget=budget)
         for q, lls in zip(queries, all_lls):
             vals = [lp / n if normalize == "tokens" else lp for lp, n in lls]
@@ -107,7 +107,7 @@ def score_queries(
     texts = pc.generate_many(
         [q.ids for q in queries],
         tokenizer,
-        pt.max_new_tokens,
+        prepared.max_new_tokens,
         task.template.stop_strings(),
         token_budget=max(
             budget, 4096
@@ -195,7 +195,11 @@ def _evaluate(
     prepared = [prepare_task(t, tokenizer, cfg) for t in tasks]
     log.info("prepared %d tasks in %.1f s", len(prepared), time.perf_counter() - t_prep)
     specs = _model_specs(cfg)
-    plans = {(pt.task.name, seed): shot_plan(pt, cfg, seed) for pt in prepared for seed in cfg.seeds}
+    plans = {
+        (task_prep.task.name, seed): shot_plan(task_prep, cfg, seed)
+        for task_prep in prepared
+        for seed in cfg.seeds
+    }
     device = next(model.parameters()).device
     dtype_name = scoring_dtype(cfg, device)
     orig_dtype = next(model.parameters()).dtype
@@ -204,17 +208,19 @@ def _evaluate(
     mem_est = eval_guard(model, cfg, batch_tokens(cfg.scoring.batch_tokens, device), device)
     store.begin()
     vgen = None  # vLLM, when used, holds its own memory (gpu_memory_utilization) and is not estimated
-    if cfg.scoring.generation_backend == "vllm" and any(pt.mode == "generate" for pt in prepared):
+    if cfg.scoring.generation_backend == "vllm" and any(
+        task_prep.mode == "generate" for task_prep in prepared
+    ):
         from .vllm_backend import VLLMGenerator
 
         vgen = VLLMGenerator(replace(cfg.model, adapter=None), max_model_len=cfg.max_length)
 
-    def points(pt, seed):
-        plan = plans[(pt.task.name, seed)][0]
+    def points(task_prep, seed):
+        plan = plans[(task_prep.task.name, seed)][0]
         # 0 shots has no demonstrations: the same for every seed, scored once (with the first seed)
         return {k: v for k, v in plan.items() if not (len(v) == 0 and seed != cfg.seeds[0])}
 
-    total = sum(len(points(pt, s)) for pt in prepared for s in cfg.seeds) * len(specs)
+    total = sum(len(points(task_prep, s)) for task_prep in prepared for s in cfg.seeds) * len(specs)
     bar = tqdm(total=total, disable=not cfg.progress, desc="eval", unit="curve-pt")
     mem = PeakMemory(interval=0.05).start()
     rows: list[dict] = []
@@ -228,13 +234,13 @@ def _evaluate(
             with session.adapter(adapter) as m:  # removed again on exit, also on an error
                 key = model_key(m, cfg.model.name_or_path, adapter, tokenizer)
                 identities[label] = session.identity()
-                for pt in prepared:
+                for task_prep in prepared:
                     for seed in cfg.seeds:
-                        plan = points(pt, seed)
-                        n_fit = plans[(pt.task.name, seed)][1]
+                        plan = points(task_prep, seed)
+                        n_fit = plans[(task_prep.task.name, seed)][1]
                         for shot_label, demo_idx in sorted(plan.items(), key=lambda kv: -len(kv[1])):
                             k = len(demo_idx)
-                            done = store.get(label, pt.task.name, seed, shot_label)
+                            done = store.get(label, task_prep.task.name, seed, shot_label)
                             if done is not None:  # finished before a kill: kept, not redone
                                 rows.append(done["row"])
                                 preds_out.extend(done["predictions"])
@@ -243,22 +249,22 @@ def _evaluate(
                             t0 = time.perf_counter()
                             if cfg.demos == "per_query" and k > 0:
                                 scores, preds, prefill_s, prompt_tokens = [], [], 0.0, 0
-                                for qi, q in enumerate(pt.queries):
-                                    d = per_query_demos(pt, cfg, seed, k, qi)
+                                for qi, q in enumerate(task_prep.queries):
+                                    d = per_query_demos(task_prep, cfg, seed, k, qi)
                                     pc = PromptCache(
-                                        m, build_prompt(pt, d), prefill_chunk=cfg.scoring.prefill_chunk
+                                        m, build_prompt(task_prep, d), prefill_chunk=cfg.scoring.prefill_chunk
                                     )
                                     sc, pr = score_queries(
-                                        pc, pt, tokenizer, cfg.scoring.normalize, bt, queries=[q]
+                                        pc, task_prep, tokenizer, cfg.scoring.normalize, bt, queries=[q]
                                     )
                                     scores += sc
                                     preds += pr
                                     prefill_s += pc.prefill_s
                                     prompt_tokens += len(pc.prompt_ids)
-                                prompt_tokens //= max(len(pt.queries), 1)
+                                prompt_tokens //= max(len(task_prep.queries), 1)
                             else:
-                                prompt = build_prompt(pt, demo_idx)
-                                if vgen is not None and pt.mode == "generate":
+                                prompt = build_prompt(task_prep, demo_idx)
+                                if vgen is not None and task_prep.mode == "generate":
                                     pc = PromptOnly(prompt)
                                 else:
                                     pc = PromptCache(m, prompt, prefill_chunk=cfg.scoring.prefill_chunk)
@@ -269,11 +275,17 @@ def _evaluate(
                                     and isinstance(pc, PromptCache)
                                 ):
                                     cache_timing.append(
-                                        _time_cache_io(pc, out, label, pt.task.name, key, m, cfg)
+                                        _time_cache_io(pc, out, label, task_prep.task.name, key, m, cfg)
                                     )
                                 prefill_s, prompt_tokens = pc.prefill_s, len(prompt)
                                 scores, preds = score_queries(
-                                    pc, pt, tokenizer, cfg.scoring.normalize, bt, vgen=vgen, adapter=adapter
+                                    pc,
+                                    task_prep,
+                                    tokenizer,
+                                    cfg.scoring.normalize,
+                                    bt,
+                                    vgen=vgen,
+                                    adapter=adapter,
                                 )
                                 del pc
                             dt = (
@@ -281,15 +293,15 @@ def _evaluate(
                                 - t0
                                 - (prefill_s if cfg.demos != "per_query" or k == 0 else 0)
                             )
-                            test_scores = [x["score"] for x in scores[: pt.n_test]]
-                            dev_scores = [x["score"] for x in scores[pt.n_test :]]
+                            test_scores = [x["score"] for x in scores[: task_prep.n_test]]
+                            dev_scores = [x["score"] for x in scores[task_prep.n_test :]]
                             row = {
                                 "model": label,
-                                "task": pt.task.name,
-                                "family": pt.task.family,
-                                "category": pt.task.category,
-                                "metric": pt.task.metric,
-                                "mode": pt.mode,
+                                "task": task_prep.task.name,
+                                "family": task_prep.task.family,
+                                "category": task_prep.task.category,
+                                "metric": task_prep.task.metric,
+                                "mode": task_prep.mode,
                                 "shots_requested": shot_label,
                                 "shots": k,
                                 "max_shots_fit": n_fit,
@@ -303,21 +315,21 @@ def _evaluate(
                                 "query_s": dt,
                                 "demos": cfg.demos,
                             }
-                            extra = [x for x in scores[: pt.n_test] if "exact_match" in x]
+                            extra = [x for x in scores[: task_prep.n_test] if "exact_match" in x]
                             if extra:
                                 row["exact_match"] = float(np.mean([x["exact_match"] for x in extra]))
                             rows.append(row)
                             point_preds = []
-                            for qi, (q, x, pred) in enumerate(zip(pt.queries, scores, preds)):
+                            for qi, (q, x, pred) in enumerate(zip(task_prep.queries, scores, preds)):
                                 point_preds.append(
                                     {
                                         "model": label,
-                                        "task": pt.task.name,
+                                        "task": task_prep.task.name,
                                         "seed": seed,
                                         "shots": k,
                                         "shots_requested": shot_label,
-                                        "split": "test" if qi < pt.n_test else "dev",
-                                        "query": pt.query_index[qi],
+                                        "split": "test" if qi < task_prep.n_test else "dev",
+                                        "query": task_prep.query_index[qi],
                                         "gold": q.example.output,
                                         "prediction": pred,
                                         "score": x["score"],
@@ -326,8 +338,8 @@ def _evaluate(
                                     | ({"option_scores": x["option_scores"]} if "option_scores" in x else {})
                                 )
                             preds_out.extend(point_preds)
-                            store.put(label, pt.task.name, seed, shot_label, row, point_preds)
-                            bar.set_postfix(model=label, task=pt.task.name[:20], k=k)
+                            store.put(label, task_prep.task.name, seed, shot_label, row, point_preds)
+                            bar.set_postfix(model=label, task=task_prep.task.name[:20], k=k)
                             bar.update(1)
     finally:
         model = session.model  # the bare base again: the adapter blocks have removed their layers
@@ -337,17 +349,17 @@ def _evaluate(
     mem.stop()
     task_info = [
         {
-            "task": pt.task.name,
-            "mode": pt.mode,
-            "queries": pt.n_test,
-            "dev_queries": len(pt.queries) - pt.n_test,
-            "dev_split": pt.dev_split,
-            "skipped_queries": pt.skipped_queries,
-            "duplicates": pt.duplicates,
-            "majority": pt.majority,
-            "demo_pool": len(pt.demos.query),
+            "task": task_prep.task.name,
+            "mode": task_prep.mode,
+            "queries": task_prep.n_test,
+            "dev_queries": len(task_prep.queries) - task_prep.n_test,
+            "dev_split": task_prep.dev_split,
+            "skipped_queries": task_prep.skipped_queries,
+            "duplicates": task_prep.duplicates,
+            "majority": task_prep.majority,
+            "demo_pool": len(task_prep.demos.query),
         }
-        for pt in prepared
+        for task_prep in prepared
     ]
     summary = summarize(rows, preds_out, task_info)
     res = EvalResult(

@@ -396,12 +396,17 @@ def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
                     split = ctx.cfg.eval.eval_split
                     if not t.has_split(split):
                         continue
-                    tt = tokenize_task(
+                    tokenized = tokenize_task(
                         t, ctx.tokenizer, split, dcfg.max_length, "truncate_input", dcfg.add_bos
                     )
                     rng = np.random.default_rng(stable_seed("heldout_ce", t.name))
                     seqs, _ = build_task_sequences(
-                        tt, "max", "mask_all_targets", dcfg.max_length, ctx.cfg.heldout_ce_sequences, rng
+                        tokenized,
+                        "max",
+                        "mask_all_targets",
+                        dcfg.max_length,
+                        ctx.cfg.heldout_ce_sequences,
+                        rng,
                     )
                     for i, sq in enumerate(seqs):
                         ce = validation_loss(m, [Window([sq])], device)

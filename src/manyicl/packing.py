@@ -115,11 +115,11 @@ class Sequence:
         return int(self.header_len * len(csum) + csum.sum())
 
 
-def make_sequence(tt: TokenizedTask, indices: list[int] | np.ndarray, objective: str) -> Sequence:
+def make_sequence(tokenized: TokenizedTask, indices: list[int] | np.ndarray, objective: str) -> Sequence:
     """Concatenate header + the given examples; set the loss mask for ``objective``."""
-    body, targets, lens = tt.gather(np.asarray(indices, dtype=np.int64))
-    h = len(tt.header)
-    ids = np.concatenate([tt.header, body])
+    body, targets, lens = tokenized.gather(np.asarray(indices, dtype=np.int64))
+    h = len(tokenized.header)
+    ids = np.concatenate([tokenized.header, body])
     lengths = lens.tolist()
     if objective == "mask_all_targets":
         mask = np.concatenate([np.zeros(h, dtype=bool), targets])
@@ -138,7 +138,7 @@ def make_sequence(tt: TokenizedTask, indices: list[int] | np.ndarray, objective:
         raise ValueError(
             f"unknown objective {objective!r}; use mask_all_targets, mask_last_target or autoregressive"
         )
-    return Sequence(ids, mask, tt.task.name, lengths, len(tt.header), supervised)
+    return Sequence(ids, mask, tokenized.task.name, lengths, len(tokenized.header), supervised)
 
 
 @dataclass
@@ -167,7 +167,7 @@ class TaskBuildStats:
 
 
 def build_task_sequences(
-    tt: TokenizedTask,
+    tokenized: TokenizedTask,
     shots: int | str,
     objective: str,
     max_length: int,
@@ -188,12 +188,14 @@ def build_task_sequences(
     (``label_sampling='iid'``) or take a balanced selection in shuffled order (``'balanced'``); never in
     rounds, whose order leaks the next label.
     """
-    stats = TaskBuildStats(tt.task.name, skipped_overlong=tt.skipped, truncated_overlong=tt.truncated)
+    stats = TaskBuildStats(
+        tokenized.task.name, skipped_overlong=tokenized.skipped, truncated_overlong=tokenized.truncated
+    )
     seqs: list[Sequence] = []
-    if not tt.query:
+    if not tokenized.query:
         return seqs, stats
-    lengths, labels = tt.lengths, tt.label_ids
-    budget = max_length - len(tt.header)
+    lengths, labels = tokenized.lengths, tokenized.label_ids
+    budget = max_length - len(tokenized.header)
 
     def more() -> bool:
         if token_budget:
@@ -225,7 +227,7 @@ def build_task_sequences(
         picked = order[:take]
         if labels is not None and label_sampling == "balanced":
             picked = rng.permutation(picked)  # a balanced selection, in random order
-        seq = make_sequence(tt, picked, objective)
+        seq = make_sequence(tokenized, picked, objective)
         seqs.append(seq)
         stats.add(seq)
     return seqs, stats

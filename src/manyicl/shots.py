@@ -169,18 +169,18 @@ def prepare_task(task: Task, tokenizer, cfg: EvalConfig) -> PreparedTask:
     )
 
 
-def shot_plan(pt: PreparedTask, cfg: EvalConfig, seed: int) -> tuple[dict[str, np.ndarray], int]:
+def shot_plan(prepared: PreparedTask, cfg: EvalConfig, seed: int) -> tuple[dict[str, np.ndarray], int]:
     """The demonstrations of every shot count for this seed ({label: demo indices in prompt order}) and
     the most that fit.
 
     A balanced selection (round-robin over label pools) decides *which* demos a k-shot prompt holds and
     how many fit; each k's order is then an independent shuffle, so no prompt deals labels in rounds and
     no small prompt is the (unbalanced) prefix of a shuffled big one."""
-    demos = pt.demos
-    rng = np.random.default_rng(stable_seed(seed, "demos", pt.task.name))
+    demos = prepared.demos
+    rng = np.random.default_rng(stable_seed(seed, "demos", prepared.task.name))
     labels = demos.label_ids
     order = balanced_order(labels, rng) if labels is not None else rng.permutation(len(demos.query))
-    budget = cfg.max_length - pt.reserve - pt.header_len
+    budget = cfg.max_length - prepared.reserve - prepared.header_len
     csum = np.cumsum(demos.lengths[order]) if len(order) else np.zeros(0)
     n_fit = int(np.searchsorted(csum, budget, side="right")) if len(order) else 0
     plan: dict[str, np.ndarray] = {}
@@ -189,24 +189,24 @@ def shot_plan(pt: PreparedTask, cfg: EvalConfig, seed: int) -> tuple[dict[str, n
         if k > n_fit:
             continue
         label = "max" if s == "max" else str(k)
-        plan[label] = np.random.default_rng(stable_seed(seed, "order", pt.task.name, label)).permutation(
-            order[:k]
-        )
+        plan[label] = np.random.default_rng(
+            stable_seed(seed, "order", prepared.task.name, label)
+        ).permutation(order[:k])
     return plan, n_fit
 
 
-def per_query_demos(pt: PreparedTask, cfg: EvalConfig, seed: int, k: int, query: int) -> np.ndarray:
+def per_query_demos(prepared: PreparedTask, cfg: EvalConfig, seed: int, k: int, query: int) -> np.ndarray:
     """Fresh demonstrations for one query (``demos: per_query``): a balanced draw of k in random order."""
-    rng = np.random.default_rng(stable_seed(seed, "per_query", pt.task.name, k, query))
-    labels = pt.demos.label_ids
-    order = balanced_order(labels, rng) if labels is not None else rng.permutation(len(pt.demos.query))
+    rng = np.random.default_rng(stable_seed(seed, "per_query", prepared.task.name, k, query))
+    labels = prepared.demos.label_ids
+    order = balanced_order(labels, rng) if labels is not None else rng.permutation(len(prepared.demos.query))
     return rng.permutation(order[:k])
 
 
-def build_prompt(pt: PreparedTask, demo_idx) -> list[int]:
+def build_prompt(prepared: PreparedTask, demo_idx) -> list[int]:
     """The prompt's token ids: the task header, then the demonstrations in the given order."""
-    prompt = pt.demos.header.tolist()
+    prompt = prepared.demos.header.tolist()
     for idx in demo_idx:
-        ids, _ = pt.demos.example_ids(int(idx))
+        ids, _ = prepared.demos.example_ids(int(idx))
         prompt += ids.tolist()
     return prompt

@@ -167,8 +167,8 @@ def build_served_task(
         else:
             answer = max_new
         reserve = min(query_len + answer, s.max_length // 2)
-    pt = PreparedTask(task, mode, demos, [], reserve, max_new)
-    plan, n_fit = shot_plan(pt, _eval_config(s), s.seed)
+    prepared = PreparedTask(task, mode, demos, [], reserve, max_new)
+    plan, n_fit = shot_plan(prepared, _eval_config(s), s.seed)
     label = "max" if s.shots == "max" else str(s.shots)
     if label not in plan:
         raise Invalid(
