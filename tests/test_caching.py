@@ -119,3 +119,12 @@ def test_many_queries_in_one_pass_equal_one_at_a_time(model, tok, prompt):
     gens = pc.generate_many(qs, tok, max_new_tokens=6, stop=["\n"])
     assert gens == [pc.generate(q, tok, 6, ["\n"]) for q in qs]
     assert pc.length == len(prompt)
+
+
+def test_long_prefill_shows_a_token_progress_bar_and_changes_nothing(model, tok, prompt, capsys):
+    shown = PromptCache(model, prompt, prefill_chunk=16, progress=True)  # > 2 chunks: a bar
+    assert "prefill" in capsys.readouterr().err
+    quiet = PromptCache(model, prompt, prefill_chunk=16)
+    assert "prefill" not in capsys.readouterr().err
+    q, opts = _ids(tok, "Text: grass\nLabel:"), [_ids(tok, " green"), _ids(tok, " red")]
+    assert shown.score_options(q, opts) == quiet.score_options(q, opts)

@@ -131,8 +131,10 @@ class PromptCache:
         *,
         keep_prefixes: Iterable[int] = (),
         keep_sliding_history: bool = False,
+        progress: bool = False,
     ):
         self.model = model
+        self.progress = progress  # a tokens bar for prompts of more than two prefill chunks
         self.prompt_ids = list(prompt_ids)
         self.device = next(model.parameters()).device
         self.prefill_chunk = prefill_chunk
@@ -186,14 +188,19 @@ class PromptCache:
 
     @torch.inference_mode()
     def _prefill_chunks(self, ids: list[int], cuts: list[int]) -> None:
+        from tqdm.auto import tqdm
+
+        show = self.progress and len(ids) > 2 * self.prefill_chunk
         start = 0
-        for end in cuts:
-            self._forward(ids[start:end], start, logits_to_keep=1)
-            self.base_len = end
-            if self.sliding and end in self.keep_prefixes:
-                self._snapshot(end)
-            self._trim()
-            start = end
+        with tqdm(total=len(ids), desc="prefill", unit="tok", leave=False, disable=not show) as bar:
+            for end in cuts:
+                self._forward(ids[start:end], start, logits_to_keep=1)
+                self.base_len = end
+                if self.sliding and end in self.keep_prefixes:
+                    self._snapshot(end)
+                self._trim()
+                bar.update(end - start)
+                start = end
 
     def _trim(self) -> None:
         """Drop the prompt tokens no later query can see on the sliding layers."""
