@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import DistillConfig, EvalConfig, dump_yaml
 from .errors import ManyICLError
 from .fileio import atomic_write_json, atomic_write_text
+from .losses import distillation_loss
 from .memory import PeakMemory
 from .tasks import Example, Task, Template
 
@@ -279,24 +279,19 @@ def verbalizer_ids(tok, template: Template | None = None) -> tuple[int, list[int
 
 
 def item_loss(student, item: Item, cfg: DistillConfig, verb: tuple[int, list[int]], device) -> torch.Tensor:
-    x = torch.tensor([item.ids], device=device)
-    pos = torch.tensor(item.positions, device=device)
-    logits = student(input_ids=x, logits_to_keep=pos, use_cache=False).logits[0].float()
-    gold = torch.tensor(item.gold, device=device)
-    ce = F.cross_entropy(logits, gold)
-    if item.teacher is None or cfg.alpha == 0:
-        return ce
-    T = cfg.temperature
-    t_logp = item.teacher.to(device)
-    if cfg.kl == "verbalizer":  # the answer token where yes/no differ, renormalised over the two
-        j, ids = verb
-        s = F.log_softmax(logits[j, ids] / T, -1)
-        t = F.log_softmax(t_logp[j, ids] / T, -1)
-    else:
-        s = F.log_softmax(logits / T, -1)
-        t = F.log_softmax(t_logp / T, -1)
-    kl = F.kl_div(s, t, log_target=True, reduction="batchmean" if s.dim() > 1 else "sum") * T * T
-    return cfg.alpha * kl + (1 - cfg.alpha) * ce
+    """The distillation loss of one item (``losses.distillation_loss`` with the item's fields)."""
+    return distillation_loss(
+        student,
+        item.ids,
+        item.positions,
+        item.gold,
+        item.teacher,
+        alpha=cfg.alpha,
+        temperature=cfg.temperature,
+        kl=cfg.kl,
+        verbalizer=verb,
+        device=device,
+    )
 
 
 def train_student(

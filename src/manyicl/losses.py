@@ -1,4 +1,5 @@
-"""Training losses: cross-entropy over supervised tokens only, and the optional KL to the frozen base.
+"""Training losses: cross-entropy over supervised tokens only, the optional KL to the frozen base,
+and the distillation loss (a teacher's answer distribution mixed with the gold answer).
 
 The loss is a *sum* with its token count, so the caller divides by the supervised tokens of the whole
 optimizer step (all micro-batches, all processes): accumulation and data parallelism then give the
@@ -120,3 +121,43 @@ def make_base_forward(model, ref_model, accelerator):
             return unwrapped(**kw)
 
     return forward
+
+
+def distillation_loss(
+    student,
+    ids: list[int],
+    positions: list[int],
+    gold: list[int],
+    teacher_logp: torch.Tensor | None,
+    *,
+    alpha: float,
+    temperature: float,
+    kl: str,
+    verbalizer: tuple[int, list[int]],
+    device,
+) -> torch.Tensor:
+    """``alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE(gold)`` at the answer ``positions``.
+
+    The student sees ``ids`` alone; ``teacher_logp`` (the teacher's log-probs at the same positions,
+    computed with its demonstrations in the prompt) is None for plain fine-tuning, which leaves the mean
+    cross-entropy. ``kl="verbalizer"`` compares only the two answer tokens at the position where the
+    verbalizers differ (``verbalizer = (position, [token ids])``), renormalised over the two; ``"full"``
+    compares the whole vocabulary at every answer position (mean over positions).
+    """
+    x = torch.tensor([ids], device=device)
+    pos = torch.tensor(positions, device=device)
+    logits = student(input_ids=x, logits_to_keep=pos, use_cache=False).logits[0].float()
+    ce = F.cross_entropy(logits, torch.tensor(gold, device=device))
+    if teacher_logp is None or alpha == 0:
+        return ce
+    T = temperature
+    t_logp = teacher_logp.to(device)
+    if kl == "verbalizer":  # the answer token where yes/no differ, renormalised over the two
+        j, tok_ids = verbalizer
+        s = F.log_softmax(logits[j, tok_ids] / T, -1)
+        t = F.log_softmax(t_logp[j, tok_ids] / T, -1)
+    else:
+        s = F.log_softmax(logits / T, -1)
+        t = F.log_softmax(t_logp / T, -1)
+    div = F.kl_div(s, t, log_target=True, reduction="batchmean" if s.dim() > 1 else "sum") * T * T
+    return alpha * div + (1 - alpha) * ce
