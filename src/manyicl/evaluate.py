@@ -267,7 +267,12 @@ def _evaluate(
                                 if vgen is not None and task_prep.mode == "generate":
                                     pc = PromptOnly(prompt)
                                 else:
-                                    pc = PromptCache(m, prompt, prefill_chunk=cfg.scoring.prefill_chunk)
+                                    pc = PromptCache(
+                                        m,
+                                        prompt,
+                                        prefill_chunk=cfg.scoring.prefill_chunk,
+                                        progress=cfg.progress,
+                                    )
                                 if (
                                     cfg.save_prompt_caches
                                     and shot_label == "max"
