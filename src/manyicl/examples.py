@@ -8,9 +8,12 @@ raising, so that all problems of a load are reported together.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .errors import Collector
@@ -60,8 +63,59 @@ def check_strings(obj: Any, where: str, c: Collector, key: str = "") -> None:
                 stack.append((v, f"{k}.{kk}" if k else str(kk)))
 
 
+def outside_problem(name: str) -> str | None:
+    """Why a file name written in task.yaml would read outside its task folder, or None.
+
+    Names are relative to the folder holding task.yaml: an absolute path, a drive, ``~`` or a ``..``
+    component is refused (a task folder copied from elsewhere must not read ``/etc/...`` or ``~/.ssh``
+    into prompts and messages). A symbolic link inside the folder is followed: whoever made the folder
+    made the link."""
+    p = name.strip()
+    parts = re.split(r"[\\/]", p)
+    if not (
+        p.startswith("~")
+        or PurePosixPath(p).is_absolute()
+        or PureWindowsPath(p).drive
+        or PureWindowsPath(p).is_absolute()
+        or ".." in parts
+    ):
+        return None
+    return (
+        f"{name!r} is outside the task folder: files are named relative to the folder holding task.yaml "
+        "(no absolute path, '~' or '..'); copy the file into the task folder, or put a symbolic link to it "
+        "there and name the link"
+    )
+
+
+def regular_file_problem(path: Path) -> str | None:
+    """Why ``path`` must not be read (a FIFO, socket or device would block or never end), or None; a
+    missing file or a folder is left to the reader, which says so."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return (
+        "is not a regular file (a pipe, socket or device: reading it could block or never end); give a file"
+    )
+
+
+def json_type(v: Any) -> str:
+    return "null" if v is None else f"{type(v).__name__} {str(v)[:60]}"
+
+
+def non_finite(v: Any) -> bool:
+    return isinstance(v, float) and not math.isfinite(v)
+
+
 def read_text_file(path: Path, c: Collector, what: str = "file") -> str | None:
-    """The UTF-8 text of ``path``, or None after recording why it cannot be read."""
+    """The UTF-8 text of ``path``, or None after recording why it cannot be read (a pipe, socket or
+    device is refused before it is opened)."""
+    problem = regular_file_problem(path)
+    if problem:
+        c.add(str(path), problem)
+        return None
     try:
         raw = path.read_bytes()
     except IsADirectoryError:
@@ -99,4 +153,6 @@ def parse_json_line(line: str, where: str, c: Collector, hint: str = "") -> tupl
         c.add(where, f"malformed JSON ({e.msg} at column {e.colno}){hint}")
     except RecursionError:
         c.add(where, f"malformed JSON (nested too deeply to read){hint}")
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        c.add(where, f"malformed JSON ({str(e).split(':')[0]}){hint}")
     return False, None

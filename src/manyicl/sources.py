@@ -31,18 +31,24 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-import os
-import re
-import stat
 import string
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 from .errors import Collector, Problem
-from .examples import LINE_END, Example, check_strings, jsonl_lines
-from .examples import parse_json_line as _parse_json_line
-from .examples import read_text_file as _read_text_file
+from .examples import (  # noqa: F401 - outside_problem, parse_json_line, read_text_file re-exported
+    LINE_END,
+    Example,
+    check_strings,
+    json_type,
+    jsonl_lines,
+    non_finite,
+    outside_problem,
+    parse_json_line,
+    read_text_file,
+    regular_file_problem,
+)
+from .source_hf import read_hf, resolve_hf_args  # noqa: F401 - resolve_hf_args re-exported
 
 SOURCE_KEYS = {
     "format",
@@ -62,81 +68,8 @@ QUOTING = ("csv", "none")
 DEFAULT_QUOTING = {"csv": "csv", "tsv": "none"}
 """TSV files are usually plain tab-separated text in which '"' is an ordinary character; CSV files quote."""
 
-# Local-file builders of ``datasets``: their data_files / data_dir are local paths (resolved against the task
-# folder); for a hub dataset they are paths inside the dataset's repository and are left alone.
-HF_FILE_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "xml", "webdataset", "sql"}
 
 csv.field_size_limit(2**31 - 1)  # the largest value every platform's C long holds
-
-
-# --------------------------------------------------------------------------------------------
-# Files a task folder names: inside the folder, regular files, parsed without raising
-# --------------------------------------------------------------------------------------------
-
-
-def outside_problem(name: str) -> str | None:
-    """Why a file name written in task.yaml would read outside its task folder, or None.
-
-    Names are relative to the folder holding task.yaml: an absolute path, a drive, ``~`` or a ``..``
-    component is refused (a task folder copied from elsewhere must not read ``/etc/...`` or ``~/.ssh``
-    into prompts and messages). A symbolic link inside the folder is followed: whoever made the folder
-    made the link."""
-    p = name.strip()
-    parts = re.split(r"[\\/]", p)
-    if not (
-        p.startswith("~")
-        or PurePosixPath(p).is_absolute()
-        or PureWindowsPath(p).drive
-        or PureWindowsPath(p).is_absolute()
-        or ".." in parts
-    ):
-        return None
-    return (
-        f"{name!r} is outside the task folder: files are named relative to the folder holding task.yaml "
-        "(no absolute path, '~' or '..'); copy the file into the task folder, or put a symbolic link to it "
-        "there and name the link"
-    )
-
-
-def regular_file_problem(path: Path) -> str | None:
-    """Why ``path`` must not be read (a FIFO, socket or device would block or never end), or None; a
-    missing file or a folder is left to the reader, which says so."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):
-        return None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    return (
-        "is not a regular file (a pipe, socket or device: reading it could block or never end); give a file"
-    )
-
-
-def read_text_file(path: Path, c: Collector, what: str = "file") -> str | None:
-    """:func:`manyicl.examples.read_text_file` that first refuses what is not a regular file."""
-    problem = regular_file_problem(path)
-    if problem:
-        c.add(str(path), problem)
-        return None
-    return _read_text_file(path, c, what=what)
-
-
-def parse_json_line(line: str, where: str, c: Collector, hint: str = "") -> tuple[bool, Any]:
-    """:func:`manyicl.examples.parse_json_line` that also reports a number too long to convert (Python
-    refuses integers of more than 4,300 digits with a ValueError)."""
-    try:
-        return _parse_json_line(line, where, c, hint)
-    except ValueError as e:
-        c.add(where, f"malformed JSON ({str(e).split(':')[0]}){hint}")
-        return False, None
-
-
-def json_type(v: Any) -> str:
-    return "null" if v is None else f"{type(v).__name__} {str(v)[:60]}"
-
-
-def _non_finite(v: Any) -> bool:
-    return isinstance(v, float) and not math.isfinite(v)
 
 
 NON_FINITE_HINT = (
@@ -326,7 +259,7 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
             c.add(where, "missing input field", f)
         elif isinstance(row[f], (list, dict)):
             c.add(where, f"must be a string or number, got {type(row[f]).__name__} {str(row[f])[:60]}", f)
-        elif _non_finite(row[f]):
+        elif non_finite(row[f]):
             c.add(where, f"is {row[f]!r}, {NON_FINITE_HINT}", f)
         else:
             values[f] = _text(row[f]).strip()
@@ -338,7 +271,7 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
         c.add(
             where, f"must be a string or number, got {type(raw_out).__name__} {str(raw_out)[:60]}", out_field
         )
-    elif _non_finite(raw_out):
+    elif non_finite(raw_out):
         c.add(where, f"is {raw_out!r}, {NON_FINITE_HINT}", out_field)
     if len(c.errors) > n_errors:
         return None
@@ -371,7 +304,7 @@ def row_to_example(row: dict[str, Any], src: dict, where: str, c: Collector, lin
             c.add(where, f"must be a non-empty list of options, got {raw!r}", opt_field)
             return None
         for i, o in enumerate(raw):
-            if _non_finite(o):
+            if non_finite(o):
                 c.add(where, f"option {i + 1} is {o!r}, {NON_FINITE_HINT}", opt_field)
             elif o is None or isinstance(o, (list, dict)):
                 c.add(where, f"option {i + 1} must be a string or number, got {json_type(o)}", opt_field)
@@ -540,7 +473,7 @@ def read_source_splits(
             return {}, {}
         src = {**src, "label_names": names}
     if fmt == "hf":
-        return _read_hf(src, folder, c, where)
+        return read_hf(src, folder, c, where, row_to_example)
     if fmt == "lines":
         return _read_lines_splits(folder, src, c, where)
     ext = {"jsonl": ".jsonl", "csv": ".csv", "tsv": ".tsv"}[fmt]
@@ -707,83 +640,4 @@ def _read_lines_splits(
                 exs.append(ex)
         splits[split] = exs
         files[split] = str(first)
-    return splits, files
-
-
-def _local(p: str, folder: Path) -> str:
-    if "://" in p or Path(p).is_absolute():
-        return p
-    if p.startswith("~"):
-        return str(Path(p).expanduser())
-    return str(folder / p)
-
-
-def resolve_hf_args(args: dict, folder: Path) -> dict:
-    """``hf:`` arguments with local paths made relative to the task folder, not the working directory.
-
-    ``data_files`` and ``data_dir`` are resolved when ``path`` is a local-file builder (json, csv, parquet,
-    ...) or a folder inside the task folder; ``cache_dir`` always; ``path`` when it names a file or folder
-    inside the task folder. Absolute paths, ``~`` paths and URLs are kept.
-    """
-    out = dict(args)
-    path = out.get("path")
-    local_path = isinstance(path, str) and "://" not in path and (folder / path).exists()
-    if local_path:
-        out["path"] = str(folder / path)
-    if local_path or path in HF_FILE_BUILDERS:
-        df = out.get("data_files")
-        if isinstance(df, str):
-            out["data_files"] = _local(df, folder)
-        elif isinstance(df, list):
-            out["data_files"] = [_local(x, folder) if isinstance(x, str) else x for x in df]
-        elif isinstance(df, dict):
-            out["data_files"] = {
-                k: _local(v, folder)
-                if isinstance(v, str)
-                else [_local(x, folder) if isinstance(x, str) else x for x in v]
-                if isinstance(v, list)
-                else v
-                for k, v in df.items()
-            }
-        if isinstance(out.get("data_dir"), str):
-            out["data_dir"] = _local(out["data_dir"], folder)
-    if isinstance(out.get("cache_dir"), str):
-        out["cache_dir"] = _local(out["cache_dir"], folder)
-    return out
-
-
-def _read_hf(
-    src: dict, folder: Path, c: Collector, where: str
-) -> tuple[dict[str, list[Example]], dict[str, str]]:
-    try:
-        import datasets
-    except ImportError:
-        c.add(where, "format hf needs the datasets package: pip install datasets==5.2.0", "source.hf")
-        return {}, {}
-    args = resolve_hf_args(src["hf"], folder)
-    split_map = args.pop("splits", None)
-    try:
-        dd = datasets.load_dataset(**args)
-    except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing data problem
-        first = (str(e).splitlines() or [""])[0][:200]
-        c.add(
-            where,
-            f"datasets.load_dataset({args}) failed: {type(e).__name__}: {first}. Offline, use local files "
-            "(path: json|csv, data_files: ...; relative to the task folder) or a dataset already in the Hugging "
-            "Face cache",
-            "source.hf",
-        )
-        return {}, {}
-    if not hasattr(dd, "keys"):  # one split asked for with split: ...
-        dd = {str(args.get("split") or "train"): dd}
-    split_map = split_map or {k: k for k in dd}
-    splits, files = {}, {}
-    for ours, theirs in split_map.items():
-        if theirs not in dd:
-            c.add(where, f"dataset has no split {theirs!r} (it has {list(dd)})", f"source.hf.splits.{ours}")
-            continue
-        at = f"hf:{args.get('path')}[{theirs}]"
-        exs = [row_to_example(row, src, f"{at}:{i + 1}", c, i + 1) for i, row in enumerate(dd[theirs])]
-        splits[str(ours)] = [e for e in exs if e is not None]
-        files[str(ours)] = at
     return splits, files
