@@ -600,12 +600,6 @@ def test_experiment_status_shows_a_stale_lock_as_interrupted(cli):
     assert "0 running, 1 interrupted (will be redone)" in r.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cells.Cells.state() calls a cell done when its JSON file exists, so --status counts a torn cell "
-    "as done (the run and --report do set it aside and redo it); fix: state() reads the file (or checks it "
-    "parses) before answering 'done'",
-)
 def test_experiment_status_does_not_count_a_torn_cell_as_done(cli):
     assert "cells: 0 done" in cli[0]["exp_status"].stdout
 
@@ -640,13 +634,6 @@ def test_resume_past_a_damaged_checkpoint_a_torn_metrics_line_and_a_user_folder(
     assert stat.S_IMODE((p["ck"] / "metrics.jsonl").stat().st_mode) == 0o644
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="safetensors' save_file creates its file 0600 whatever the umask, and fileio.atomic_dir / "
-    "atomic_save set the mode before the writer runs: adapter_model.safetensors, trainable.safetensors and "
-    "saved prompt caches stay 0600; fix: chmod (0o666 & ~umask) after save() in atomic_save and over every "
-    "file of the folder in atomic_dir before the rename",
-)
 def test_safetensors_outputs_follow_the_umask(cli):
     done, p = cli
     assert done["resume_damaged"].returncode == 0
@@ -747,11 +734,6 @@ def test_nothing_was_written_into_the_working_directory(cli):
     assert sorted(x.name for x in cli[1]["work"].iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fileio.load_yaml lets PyYAML's int() raise ValueError for an integer of more than 4,300 digits "
-    "(a config override or config file); fix: turn it into a YAMLError / ConfigError naming the key",
-)
 def test_an_integer_too_long_to_convert_in_a_setting(cli):
     _refused(cli[0]["bigint_override"], "train.max_steps")
 

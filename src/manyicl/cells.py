@@ -8,6 +8,7 @@ or its PID now belongs to another process) reads as interrupted. Used by ``exper
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from contextlib import contextmanager
@@ -52,8 +53,13 @@ class Cells:
         atomic_write_json(self._json(key), value)
 
     def state(self, key: str) -> str:
-        if self._json(key).exists():
-            return "done"
+        path = self._json(key)
+        if path.exists():
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+                return "done"
+            except (OSError, ValueError):
+                return "interrupted"  # torn by a kill: the run sets it aside and redoes it
         lock = self._lock(key)
         if lock.exists():
             try:

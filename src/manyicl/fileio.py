@@ -56,6 +56,7 @@ def atomic_save(path: str | Path, save: Callable[[Path], None]) -> Path:
     _public(tmp)
     try:
         save(Path(tmp))
+        _public(tmp)  # again: some writers (safetensors' save_file) re-create the file 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -72,6 +73,9 @@ def atomic_dir(path: str | Path):
     _public(tmp, directory=True)
     try:
         yield tmp
+        for f in tmp.rglob("*"):  # writers that create their files 0600 (safetensors) get the umask too
+            if not f.is_symlink():
+                _public(f, directory=f.is_dir())
         if path.exists():
             old = path.with_name(f".{path.name}.old{os.getpid()}")
             os.replace(path, old)
@@ -107,7 +111,12 @@ _Yaml12Loader.add_implicit_resolver(
 
 def load_yaml(text: str) -> Any:
     """Parse YAML safely with YAML 1.2 booleans and floats (see :class:`_Yaml12Loader`)."""
-    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    except ValueError as e:  # int() of a number with more than 4,300 digits, inside PyYAML
+        raise yaml.YAMLError(
+            f"a value cannot be read: {str(e).split(':')[0]}; write it as a shorter number"
+        ) from None
 
 
 def check_output_dir(value: str, field: str = "output_dir") -> Path:
