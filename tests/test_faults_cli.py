@@ -584,8 +584,8 @@ def test_experiment_with_other_settings(cli):
     _refused(
         done["exp_drift"],
         f"output_dir: {p['exp']} holds an experiment run made with other settings (train.optim.lr: 0.001 -> "
-        "0.0002); reusing it would report numbers these settings did not produce",
-        "set overwrite=true to discard it",
+        "0.0002); reusing it would report numbers these settings did not produce: restore those settings, "
+        "set overwrite=true to discard it, or choose another output_dir",
     )
     assert (p["exp"] / "cells" / "eval" / "no_ft" / "t.json").exists()
 

@@ -129,7 +129,8 @@ class RunFolder:
             raise ConfigError.single(
                 drift_field,
                 f"{self.path} holds {_a(self.kind)} run made with other settings ({describe_drift(drift)}); "
-                "reusing it would report numbers these settings did not produce: resume with the same settings, "
+                "reusing it would report numbers these settings did not produce: "
+                f"{'resume with the same settings' if drift_field == 'resume' else 'restore those settings'}, "
                 "set overwrite=true to discard it, or choose another output_dir",
             )
         return found
