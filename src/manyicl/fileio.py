@@ -114,9 +114,7 @@ def load_yaml(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
     except ValueError as e:  # int() of a number with more than 4,300 digits, inside PyYAML
-        raise yaml.YAMLError(
-            f"a value cannot be read: {str(e).split(':')[0]}; write it as a shorter number"
-        ) from None
+        raise yaml.YAMLError(f"{str(e).split(':')[0]}; write it as a shorter number") from None
 
 
 def check_output_dir(value: str, field: str = "output_dir") -> Path:
