@@ -75,6 +75,9 @@ def status_view(cfg: ExperimentConfig, plan: Plan, cells: Cells, width: int = 10
     Task columns are numbered (a legend below names them) and the grid is cut into blocks of columns,
     so it fits ``width`` columns however many tasks there are."""
     import textwrap
+    from functools import cache
+
+    cell_state = cache(cells.state)  # each cell file is read (and parsed) once per view
 
     tasks = list(plan.held_out)
     num_w = len(str(len(tasks))) + 1
@@ -84,14 +87,14 @@ def status_view(cfg: ExperimentConfig, plan: Plan, cells: Cells, width: int = 10
     def state(m: str, c: str) -> str:
         if c == "train":
             if m == "task_level":
-                states = [cells.state(f"train/task_level/{t}") for t in tasks]
+                states = [cell_state(f"train/task_level/{t}") for t in tasks]
                 return f"{sum(s == 'done' for s in states)}/{len(states)}"
             key = f"train/{m}" if m in META else None
         elif c == "ppl":
             key = f"ppl/{m}" if m in plan.ppl_models else None
         else:
             key = f"eval/{m}/{c}"
-        return SYMBOL[cells.state(key)] if key else "-"
+        return SYMBOL[cell_state(key)] if key else "-"
 
     per_block = max(1, (width - name_w - train_w - 4) // num_w)
     lines: list[str] = []
@@ -111,9 +114,9 @@ def status_view(cfg: ExperimentConfig, plan: Plan, cells: Cells, width: int = 10
     wrapped = textwrap.wrap(f"tasks: {legend}", width, subsequent_indent="  ", break_on_hyphens=False)
     lines += [ln.replace("\u00a0", " ") for ln in wrapped]
     for cat in plan.loco:
-        states = [cells.state(k) for k in plan.keys(cfg) if k.startswith(f"loco/{cat}/")]
+        states = [cell_state(k) for k in plan.keys(cfg) if k.startswith(f"loco/{cat}/")]
         lines.append(f"ablation without {cat}: {sum(s == 'done' for s in states)}/{len(states)} cells done")
-    states = [cells.state(k) for k in plan.keys(cfg)]
+    states = [cell_state(k) for k in plan.keys(cfg)]
     count = {s: states.count(s) for s in SYMBOL}
     lines.append(
         f"cells: {count['done']} done, {count['running']} running, {count['interrupted']} interrupted "

@@ -181,9 +181,7 @@ class PointStore:
         if old.get("fingerprint") == self.fingerprint:
             return []
         if isinstance(old.get("settings"), dict):
-            return settings_drift(json.loads(json.dumps(old["settings"])), _jsonable(self.settings)) or [
-                "settings fingerprint"
-            ]
+            return settings_drift(old["settings"], _jsonable(self.settings)) or ["settings fingerprint"]
         return ["settings fingerprint"]
 
     def begin(self) -> None:
