@@ -303,6 +303,39 @@ def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
     assert steps == list(range(1, 41))  # the log was rewound to the checkpoint, not duplicated
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_ends_a_background_run_cleanly(tmp_path, sig):
+    """`cmd &` starts a job with SIGINT ignored and schedulers send SIGTERM: both must stop the run as
+    Ctrl-C does (exit 130, 'interrupted', checkpoints kept), not be ignored or kill it mid-write."""
+    write_task_dir(toy_task(60), tmp_path / "tasks" / "toy")
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "tiny",
+        "data.tasks.synthetic=false",
+        f"data.tasks.dirs=[{tmp_path / 'tasks'}]",
+        "train.max_steps=100000",
+        "train.save_every=1",
+        "progress=false",
+        f"output_dir={run}",
+    ]
+    p = _cli(args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((run / "checkpoints").glob("step-*/state.json")):
+        time.sleep(0.05)
+    assert p.poll() is None, p.stderr.read().decode()[-2000:]
+    p.send_signal(sig)
+    try:
+        rc = p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise AssertionError(f"{sig.name} did not stop the run") from None
+    err = p.stderr.read().decode()
+    assert rc == 130 and "interrupted" in err, err[-2000:]
+    assert "Traceback" not in err
+    assert list((run / "checkpoints").glob("step-*/state.json"))
+
+
 # --------------------------------------------------------------------------------------------
 # Property-based tests
 # --------------------------------------------------------------------------------------------

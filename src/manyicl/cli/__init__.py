@@ -6,6 +6,7 @@ Layout: ``parser`` (the subcommands and their examples), ``workflows`` (train, e
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from ..errors import ManyICLError
@@ -24,7 +25,27 @@ __all__ = [
 ]
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_signals_interrupt() -> None:
+    """SIGINT and SIGTERM stop a run the way Ctrl-C does (finished cells and checkpoints kept, exit 130).
+
+    A shell starts background jobs (``cmd &``, ``nohup``) with SIGINT ignored, and schedulers (Slurm,
+    Kubernetes) stop jobs with SIGTERM; without this, ``kill -INT`` did nothing and SIGTERM killed the
+    process without the clean exit.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # main() called from a worker thread
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _stop_signals_interrupt()
     parser = build_parser()
     a = parse_args(parser, argv)
     _setup_logging(not a.quiet)
