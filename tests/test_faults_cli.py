@@ -687,12 +687,6 @@ def test_memory_guard_refuses_an_absurd_max_length_before_training(cli):
     assert not list((p["base"] / "mem1").glob("checkpoints/step-*"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="memory.training_guard suggests data.max_length=<max_length // k> but estimates <longest window // k>: "
-    "with max_length=1e9 the windows (all the data, ~1.5M tokens here) do not shrink, so following the "
-    "suggestion is refused again; fix: suggest data.max_length=<min(max_length, longest) // k>",
-)
 def test_the_memory_guard_suggests_a_max_length_that_changes_the_run(cli):
     import re
 

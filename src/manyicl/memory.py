@@ -287,7 +287,10 @@ def training_guard(model, cfg, windows, device, reference_model: bool = False, a
         cands.append(("model.dtype=bfloat16", est(dtype="bfloat16")))
     for div in (2, 4, 8):
         if longest // div >= 128:
-            cands.append((f"data.max_length={cfg.data.max_length // div}", est(length=longest // div)))
+            # windows never exceed the longest one: suggesting max_length // div above it changes nothing
+            cands.append(
+                (f"data.max_length={min(cfg.data.max_length, longest) // div}", est(length=longest // div))
+            )
     if len(cands) > 1:
         every = dict(mbs=1, ckpt=True, lora=True, dtype="bfloat16" if dtype == "float32" else dtype)
         cands.append(("all of the above but max_length", est(**every)))
