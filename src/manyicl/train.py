@@ -47,6 +47,7 @@ from .fileio import atomic_write_json, atomic_write_text, check_output_dir, excl
 from .losses import KL_TAG, make_base_forward, supervised_loss_and_kl, supervised_loss_sum
 from .memory import PeakMemory, training_guard
 from .modeling import apply_lora, count_parameters, load_adapter, load_model
+from .optimize import Loss, LossFn, Optimization, StepBatch, StepResult, lr_lambda, run_steps  # noqa: F401
 from .packing import Window, collate
 
 log = logging.getLogger(__name__)
@@ -87,16 +88,6 @@ class StepSchedule:
             ]
             for r in range(self.world)
         ]
-
-
-def lr_lambda(warmup: int, total: int, min_ratio: float):
-    def f(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,8 +195,7 @@ def _check_previous_run(out: Path, cfg: TrainConfig) -> None:
 
 
 def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -> TrainResult:
-    from tqdm.auto import tqdm
-
+    """Set up (model, data, memory guard, resume), run the shared step loop, save the result."""
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
@@ -216,85 +206,44 @@ def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -
         data = build_training_data(tasks, tokenizer, cfg.data)
     if not data.windows:
         raise ManyICLError("the build has no training windows: check data.tasks and data.train_split")
-    kl_w = cfg.optim.kl_to_base
-    if kl_w:
-        if not any(s.tag == KL_TAG for w in data.windows for s in w.sequences):
-            log.warning(
-                "optim.kl_to_base=%g but no training sequence is tagged %r: the term is 0", kl_w, KL_TAG
-            )
-        if not cfg.lora.enabled and ref_model is None:
-            import copy
-
-            ref_model = copy.deepcopy(model)
-        if ref_model is not None:
-            ref_model.eval().requires_grad_(False)
-    else:
-        ref_model = None
+    ref_model = _reference_model(cfg, data, model, ref_model)
     sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
+    mem_est = None if sharded else _memory_estimate(model, cfg, data, accelerator, ref_model)
     if sharded:  # the estimate is for one unsharded replica
-        mem_est = None
         log.info("memory guard: skipped under %s (sharded state)", accelerator.distributed_type.name)
-    else:
-        mem_est = training_guard(
-            model, cfg, data.windows, accelerator.device, reference_model=kl_w > 0 and ref_model is not None
-        )
-        log.info(
-            "memory estimate: %.0f MB of %.0f MB budget (%s)",
-            mem_est["total_mb"],
-            mem_est["budget_mb"],
-            ", ".join(
-                f"{k[:-3]} {v:.0f}"
-                for k, v in mem_est.items()
-                if k.endswith("_mb") and k not in ("total_mb", "budget_mb")
-            ),
-        )
     if cfg.train.epochs:
         per_step = world * cfg.train.grad_accum * cfg.train.micro_batch_size
         steps = max(1, math.ceil(cfg.train.epochs * len(data.windows) / per_step))
         cfg = replace(cfg, train=replace(cfg.train, max_steps=steps))
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_total = count_parameters(model)
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=cfg.optim.lr,
-        betas=tuple(cfg.optim.betas),
-        eps=cfg.optim.eps,
-        weight_decay=cfg.optim.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio)
-    )
+    opt = Optimization((p for p in model.parameters() if p.requires_grad), cfg.optim, cfg.train.max_steps)
     start, prev = 0, {}
     fingerprint = data_fingerprint(data)
     if cfg.resume:
-        start, prev = resume_from(out, model, optimizer, scheduler, cfg, fingerprint)
+        start, prev = resume_from(out, model, opt.optimizer, opt.scheduler, cfg, fingerprint)
         if not start:
             log.info("resume: no usable checkpoint in %s yet, starting from step 0", out / "checkpoints")
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model = opt.prepare(accelerator, model)
     device = accelerator.device
-    base_forward = None
-    if kl_w:
-        if ref_model is not None:
-            ref_model.to(device)
-        base_forward = make_base_forward(model, ref_model, accelerator)
     layout = cfg.train.layout if cfg.train.layout != "auto" else ("rows" if device.type == "cuda" else "row")
+    loss_fn = _window_loss(cfg, model, ref_model, accelerator, layout)
     sched = StepSchedule(
         len(data.windows), world, cfg.train.grad_accum, cfg.train.micro_batch_size, cfg.train.seed
     )
 
-    metrics_path = out / "metrics.jsonl"
+    def batches(step: int) -> StepBatch:
+        idx = sched.step_indices(step)
+        every = [data.windows[i] for r in idx for micro in r for i in micro]
+        return StepBatch(
+            [[data.windows[i] for i in micro] for micro in idx[rank]],
+            targets=sum(w.supervised_tokens for w in every),
+            tokens=sum(len(w) for w in every),
+        )
+
     if is_main:
-        out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", dump_yaml(cfg))
         atomic_write_json(out / "data_stats.json", data.stats.to_dict())
-        kept = []
-        if start and metrics_path.exists():
-            kept = [
-                ln for ln in metrics_path.read_text(errors="replace").splitlines() if _step_of(ln) <= start
-            ]
-        atomic_write_text(metrics_path, "".join(ln + "\n" for ln in kept))
-    tb = _tensorboard(out) if is_main else None
     log.info(
         "training %s: %d windows, %s trainable of %s params, %d steps x %d processes x %d accum x %d windows",
         cfg.model.name_or_path,
@@ -306,217 +255,326 @@ def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -
         cfg.train.grad_accum,
         cfg.train.micro_batch_size,
     )
-
-    bar = tqdm(
-        total=cfg.train.max_steps,
-        initial=start,
-        disable=not (is_main and cfg.progress),
-        desc="train",
-        unit="step",
-    )
-    t0 = time.perf_counter()
-    mem = PeakMemory(interval=0.05).start()
-    tokens_seen = sup_seen = 0
-    last_loss = float(prev.get("last_loss", float("nan")))
-    prev_tokens, prev_sup, prev_wall = (
-        int(prev.get(k, 0)) for k in ("tokens", "supervised_tokens", "wall_ms")
-    )
-
-    def progress(elapsed_s: float) -> dict:
-        """Counters of the whole run, over every resume (what the cost tables report)."""
-        return {
-            "tokens": prev_tokens + tokens_seen,
-            "supervised_tokens": prev_sup + sup_seen,
-            "wall_ms": prev_wall + int(1000 * elapsed_s),
-            "last_loss": last_loss,
-            "data_fingerprint": fingerprint,
-        }
-
-    last_kl = None
-    kl_run = torch.zeros(2, dtype=torch.float64)  # KL sum and positions over this invocation
     end = cfg.train.max_steps
     if cfg.train.stop_after_steps:
         end = min(end, start + cfg.train.stop_after_steps)
-    val_every = cfg.train.eval_every if val_data is not None and val_data.windows else 0
-    val_curve: list[tuple[int, float]] = []
-    best_val, best_step, best_state, stale = float("inf"), None, None, 0
-    stopped_early = False
-    val_s = 0.0  # validation time, kept out of tokens/s
-    if val_every and is_main and start == 0:
-        tv = time.perf_counter()
-        v0 = validation_loss(model, val_data.windows, device, layout)
-        val_s += time.perf_counter() - tv
-        val_curve.append((0, v0))
-        with metrics_path.open("a") as f:
-            f.write(json.dumps({"step": 0, "val_loss": round(v0, 6)}) + "\n")
-    for step in range(start, end):
-        idx = sched.step_indices(step)
-        step_windows: list[list[Window]] = [[data.windows[i] for i in micro] for r in idx for micro in r]
-        total_sup = sum(w.supervised_tokens for ws in step_windows for w in ws)
-        step_tokens = sum(len(w) for ws in step_windows for w in ws)
-        loss_acc = torch.zeros((), device=device)
-        kl_acc = torch.zeros(2, device=device)  # KL sum, KL positions
-        for j, micro in enumerate(idx[rank]):
-            sync = j == cfg.train.grad_accum - 1
-            if not kl_w:
-                batch = collate([data.windows[i] for i in micro], layout)
-                with nullcontext() if sync else accelerator.no_sync(model):
-                    loss_sum, _ = supervised_loss_sum(model, batch, device)
-                    # DDP averages gradients over processes; scale by world so the result is sum / total_sup.
-                    accelerator.backward(loss_sum * world / max(total_sup, 1))
-            else:
-                batch = collate([data.windows[i] for i in micro], layout, tag=KL_TAG)
-                with nullcontext() if sync else accelerator.no_sync(model):
-                    loss_sum, _, kl_sum, n_kl = supervised_loss_and_kl(model, batch, device, base_forward)
-                    accelerator.backward((loss_sum + kl_w * kl_sum) * world / max(total_sup, 1))
-                kl_acc += torch.stack([kl_sum.detach().float(), torch.tensor(float(n_kl), device=device)])
-            loss_acc += loss_sum.detach()
-        if cfg.optim.max_grad_norm > 0:
-            grad_norm = float(accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm))
-        else:
-            grad_norm = float("nan")
-        lr_used = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_global = float(accelerator.reduce(loss_acc, reduction="sum")) / max(total_sup, 1)
-        last_loss = loss_global
-        if kl_w:
-            kl_tot, kl_n = accelerator.reduce(kl_acc, reduction="sum").tolist()
-            step_kl = kl_tot / kl_n if kl_n else None  # None: no tagged window in this step
-            if kl_n:
-                last_kl = step_kl
-                kl_run += torch.tensor([kl_tot, kl_n], dtype=torch.float64)
-        tokens_seen += step_tokens
-        sup_seen += total_sup
-        elapsed = time.perf_counter() - t0 - val_s
-        done = step + 1
-        if is_main and (done % cfg.train.log_every == 0 or done == cfg.train.max_steps):
-            rec = {
-                "step": done,
-                "loss": round(loss_global, 6),
-                "lr": lr_used,
-                "grad_norm": grad_norm,
-                "tokens": step_tokens,
-                "supervised_tokens": total_sup,
-                "tokens_per_s": tokens_seen / elapsed,
-                "elapsed_s": elapsed,
-            }
-            if kl_w:
-                rec["kl"] = step_kl  # mean KL(base || model) per tagged supervised token (nats)
-                rec["kl_tokens"] = int(kl_n)
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            if tb is not None:
-                for k in ("loss", "lr", "tokens_per_s", "grad_norm"):
-                    tb.add_scalar(f"train/{k}", rec[k], done)
-        bar.set_postfix(loss=f"{loss_global:.4f}", tok_s=f"{tokens_seen / elapsed:,.0f}")
-        bar.update(1)
-        if val_every and (done % val_every == 0 or done == cfg.train.max_steps):
-            tv = time.perf_counter()
-            v = validation_loss(accelerator.unwrap_model(model), val_data.windows, device, layout)
-            val_s += time.perf_counter() - tv
-            val_curve.append((done, v))
-            if is_main:
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps({"step": done, "val_loss": round(v, 6)}) + "\n")
-            if v < best_val - 1e-6:
-                best_val, best_step, stale = v, done, 0
-                if cfg.train.early_stopping_patience:
-                    best_state = {
-                        k: t.detach().clone()
-                        for k, t in trainable_state(accelerator.unwrap_model(model)).items()
-                    }
-            else:
-                stale += 1
-            if cfg.train.early_stopping_patience and stale >= cfg.train.early_stopping_patience:
-                log.info(
-                    "early stop at step %d: validation loss best at step %d (%.4f)", done, best_step, best_val
-                )
-                stopped_early = True
-                break
-        if done < cfg.train.max_steps and (
-            (cfg.train.save_every and done % cfg.train.save_every == 0) or done == end
-        ):
-            accelerator.wait_for_everyone()
-            if is_main:
-                save_checkpoint(
-                    out / "checkpoints" / f"step-{done:06d}",
-                    accelerator.unwrap_model(model),
-                    optimizer,
-                    scheduler,
-                    done,
-                    cfg,
-                    progress(time.perf_counter() - t0 - val_s),
-                )
-                prune_checkpoints(out, cfg.train.keep_checkpoints)
-    bar.close()
-    elapsed = time.perf_counter() - t0 - val_s
-    mem.stop()
+    mon = _Monitor(cfg, out, accelerator, start, prev, fingerprint, val_data, layout)
+    mon.begin(model)
+
+    def checkpoint(done: int) -> None:
+        accelerator.wait_for_everyone()
+        if is_main:
+            path = out / "checkpoints" / f"step-{done:06d}"
+            unwrapped = accelerator.unwrap_model(model)
+            save_checkpoint(path, unwrapped, opt.optimizer, opt.scheduler, done, cfg, mon.progress())
+            prune_checkpoints(out, cfg.train.keep_checkpoints)
+
+    _, stopped_early = run_steps(
+        opt,
+        model,
+        loss_fn,
+        batches,
+        start,
+        end,
+        after_step=lambda r: mon.after_step(r, model),
+        checkpoint=checkpoint,
+        save_every=cfg.train.save_every,
+        total=cfg.train.max_steps,
+    )
+    mon.close()
     accelerator.wait_for_everyone()
     if end < cfg.train.max_steps and not stopped_early:
         log.info("stopped after step %d of %d; continue with --resume", end, cfg.train.max_steps)
         return TrainResult(out, out / "checkpoints" / f"step-{end:06d}", {})
     unwrapped = accelerator.unwrap_model(model)
-    if best_state is not None:  # early stopping keeps the weights of the best validation loss
-        with torch.no_grad():
-            named = dict(unwrapped.named_parameters())
-            for k, t in best_state.items():
-                named[k].copy_(t)
+    mon.restore_best(unwrapped)
     final_dir = out / ("adapter" if cfg.lora.enabled else "model")
     summary = {
         "steps": cfg.train.max_steps,
         "resumed_from_step": start,
         "processes": world,
-        "final_loss": last_loss,
-        # whole-run counters: a resumed run adds what its checkpoint had counted
-        "tokens_processed": prev_tokens + tokens_seen,
-        "supervised_tokens": prev_sup + sup_seen,
-        "wall_s": prev_wall / 1000 + elapsed,
-        "tokens_per_s": (prev_tokens + tokens_seen) / (prev_wall / 1000 + elapsed)
-        if elapsed or prev_wall
-        else None,
+        **mon.summary(),
         "trainable_params": n_trainable,
         "total_params": n_total,
         "peak_rss_mb": peak_rss_mb(),
         # the estimate made before training (memory guard) next to the peak measured while it ran
-        "memory": {"estimate": mem_est, "measured": mem.as_dict()},
+        "memory": {"estimate": mem_est, "measured": mon.mem.as_dict()},
         "build": data.stats.totals(),
     }
-    if val_every:
-        summary["val_curve"] = [{"step": a, "val_loss": b} for a, b in val_curve]
-        summary["best_val_step"] = best_step
-        summary["best_val_loss"] = best_val if best_step is not None else None
-        summary["stopped_early"] = stopped_early
-        summary["validation_s"] = val_s
-        summary["steps_run"] = val_curve[-1][0] if val_curve else cfg.train.max_steps
-    if kl_w:
-        summary["kl_to_base"] = kl_w
-        summary["final_kl"] = last_kl  # of the last step with tagged windows
-        summary["mean_kl"] = float(kl_run[0] / kl_run[1]) if kl_run[1] else None
-        summary["kl_tokens"] = int(kl_run[1])
+    summary |= mon.validation_summary() | mon.kl_summary()
     if torch.cuda.is_available():
         summary["cuda_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     full_state = accelerator.get_state_dict(model) if sharded else None  # a collective: every rank calls it
     if is_main:
         save_final(unwrapped, tokenizer, out, cfg.lora.enabled, state_dict=full_state)
         if cfg.train.save_every:
+            n = cfg.train.max_steps
             save_checkpoint(
-                out / "checkpoints" / f"step-{cfg.train.max_steps:06d}",
+                out / "checkpoints" / f"step-{n:06d}",
                 unwrapped,
-                optimizer,
-                scheduler,
-                cfg.train.max_steps,
+                opt.optimizer,
+                opt.scheduler,
+                n,
                 cfg,
-                progress(elapsed),
+                mon.progress(),
             )
             prune_checkpoints(out, cfg.train.keep_checkpoints)
         atomic_write_json(out / "train_summary.json", summary)
-        if tb is not None:
-            tb.close()
-        log.info("saved %s (loss %.4f, %.0f tokens/s)", final_dir, last_loss, summary["tokens_per_s"] or 0)
+        mon.close_tensorboard()
+        log.info(
+            "saved %s (loss %.4f, %.0f tokens/s)", final_dir, mon.last_loss, summary["tokens_per_s"] or 0
+        )
     accelerator.wait_for_everyone()
     return TrainResult(out, final_dir, summary)
+
+
+def _reference_model(cfg: TrainConfig, data: TrainingData, model, ref_model):
+    """The frozen base the KL-to-base term compares with (None: off, or LoRA's adapter-disabled base)."""
+    kl_w = cfg.optim.kl_to_base
+    if not kl_w:
+        return None
+    if not any(s.tag == KL_TAG for w in data.windows for s in w.sequences):
+        log.warning("optim.kl_to_base=%g but no training sequence is tagged %r: the term is 0", kl_w, KL_TAG)
+    if not cfg.lora.enabled and ref_model is None:
+        import copy
+
+        ref_model = copy.deepcopy(model)
+    if ref_model is not None:
+        ref_model.eval().requires_grad_(False)
+    return ref_model
+
+
+def _memory_estimate(model, cfg: TrainConfig, data: TrainingData, accelerator, ref_model) -> dict:
+    """The memory guard (refuses a run that would not fit) and its estimate, logged."""
+    mem_est = training_guard(
+        model,
+        cfg,
+        data.windows,
+        accelerator.device,
+        reference_model=cfg.optim.kl_to_base > 0 and ref_model is not None,
+    )
+    log.info(
+        "memory estimate: %.0f MB of %.0f MB budget (%s)",
+        mem_est["total_mb"],
+        mem_est["budget_mb"],
+        ", ".join(
+            f"{k[:-3]} {v:.0f}"
+            for k, v in mem_est.items()
+            if k.endswith("_mb") and k not in ("total_mb", "budget_mb")
+        ),
+    )
+    return mem_est
+
+
+def _window_loss(cfg: TrainConfig, model, ref_model, accelerator, layout: str) -> LossFn:
+    """The loss of a micro-batch of windows: summed cross-entropy, plus ``optim.kl_to_base`` x KL(base ||
+    model) on the tagged windows when that is on (stats: KL sum, KL positions)."""
+    device = accelerator.device
+    kl_w = cfg.optim.kl_to_base
+    if not kl_w:
+
+        def plain(model, windows: list[Window]) -> Loss:
+            loss_sum, _ = supervised_loss_sum(model, collate(windows, layout), device)
+            return Loss(loss_sum, loss_sum)
+
+        return plain
+    if ref_model is not None:
+        ref_model.to(device)
+    base_forward = make_base_forward(model, ref_model, accelerator)
+
+    def with_kl(model, windows: list[Window]) -> Loss:
+        batch = collate(windows, layout, tag=KL_TAG)
+        loss_sum, _, kl_sum, n_kl = supervised_loss_and_kl(model, batch, device, base_forward)
+        stats = torch.stack([kl_sum.detach().float(), torch.tensor(float(n_kl), device=device)])
+        return Loss(loss_sum + kl_w * kl_sum, loss_sum, stats)
+
+    return with_kl
+
+
+class _Monitor:
+    """What a training run records around the shared step loop: metrics.jsonl, TensorBoard, the progress
+    bar, whole-run counters (over every resume), validation with early stopping, and the KL statistics."""
+
+    def __init__(
+        self, cfg: TrainConfig, out: Path, accelerator, start: int, prev: dict, fingerprint, val_data, layout
+    ):
+        from tqdm.auto import tqdm
+
+        self.cfg, self.acc, self.is_main = cfg, accelerator, accelerator.is_main_process
+        self.metrics_path = out / "metrics.jsonl"
+        if self.is_main:
+            kept = []
+            if start and self.metrics_path.exists():
+                text = self.metrics_path.read_text(errors="replace")
+                kept = [ln for ln in text.splitlines() if _step_of(ln) <= start]
+            atomic_write_text(self.metrics_path, "".join(ln + "\n" for ln in kept))
+        self.tb = _tensorboard(out) if self.is_main else None
+        self.bar = tqdm(
+            total=cfg.train.max_steps,
+            initial=start,
+            disable=not (self.is_main and cfg.progress),
+            desc="train",
+            unit="step",
+        )
+        self.start, self.fingerprint, self.layout = start, fingerprint, layout
+        self.t0 = time.perf_counter()
+        self.mem = PeakMemory(interval=0.05).start()
+        self.tokens_seen = self.sup_seen = 0
+        self.last_loss = float(prev.get("last_loss", float("nan")))
+        self.prev_tokens, self.prev_sup, self.prev_wall = (
+            int(prev.get(k, 0)) for k in ("tokens", "supervised_tokens", "wall_ms")
+        )
+        self.kl_w = cfg.optim.kl_to_base
+        self.last_kl = None
+        self.kl_run = torch.zeros(2, dtype=torch.float64)  # KL sum and positions over this invocation
+        self.val_windows = val_data.windows if val_data is not None and val_data.windows else []
+        self.val_every = cfg.train.eval_every if self.val_windows else 0
+        self.val_curve: list[tuple[int, float]] = []
+        self.best_val, self.best_step, self.best_state, self.stale = float("inf"), None, None, 0
+        self.stopped_early = False
+        self.val_s = 0.0  # validation time, kept out of tokens/s
+        self.wall: float | None = None  # set when the loop ends
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0 - self.val_s
+
+    def progress(self) -> dict:
+        """Counters of the whole run, over every resume (what the cost tables report)."""
+        elapsed = self.wall if self.wall is not None else self.elapsed()
+        return {
+            "tokens": self.prev_tokens + self.tokens_seen,
+            "supervised_tokens": self.prev_sup + self.sup_seen,
+            "wall_ms": self.prev_wall + int(1000 * elapsed),
+            "last_loss": self.last_loss,
+            "data_fingerprint": self.fingerprint,
+        }
+
+    def _write(self, rec: dict) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def _validate(self, model) -> float:
+        tv = time.perf_counter()
+        v = validation_loss(model, self.val_windows, self.acc.device, self.layout)
+        self.val_s += time.perf_counter() - tv
+        return v
+
+    def begin(self, model) -> None:
+        """The step-0 validation loss of a fresh run."""
+        if self.val_every and self.is_main and self.start == 0:
+            v0 = self._validate(model)
+            self.val_curve.append((0, v0))
+            self._write({"step": 0, "val_loss": round(v0, 6)})
+
+    def after_step(self, r: StepResult, model) -> bool:
+        """Count, log and validate one step; True: stop early (validation stopped improving)."""
+        cfg, done = self.cfg, r.done
+        self.last_loss = r.loss
+        step_kl = None
+        if self.kl_w:
+            kl_tot, kl_n = r.stats
+            step_kl = kl_tot / kl_n if kl_n else None  # None: no tagged window in this step
+            if kl_n:
+                self.last_kl = step_kl
+                self.kl_run += torch.tensor([kl_tot, kl_n], dtype=torch.float64)
+        self.tokens_seen += r.tokens
+        self.sup_seen += r.targets
+        elapsed = self.elapsed()
+        if self.is_main and (done % cfg.train.log_every == 0 or done == cfg.train.max_steps):
+            rec = {
+                "step": done,
+                "loss": round(r.loss, 6),
+                "lr": r.lr,
+                "grad_norm": r.grad_norm,
+                "tokens": r.tokens,
+                "supervised_tokens": r.targets,
+                "tokens_per_s": self.tokens_seen / elapsed,
+                "elapsed_s": elapsed,
+            }
+            if self.kl_w:
+                rec["kl"] = step_kl  # mean KL(base || model) per tagged supervised token (nats)
+                rec["kl_tokens"] = int(kl_n)
+            self._write(rec)
+            if self.tb is not None:
+                for k in ("loss", "lr", "tokens_per_s", "grad_norm"):
+                    self.tb.add_scalar(f"train/{k}", rec[k], done)
+        self.bar.set_postfix(loss=f"{r.loss:.4f}", tok_s=f"{self.tokens_seen / elapsed:,.0f}")
+        self.bar.update(1)
+        if self.val_every and (done % self.val_every == 0 or done == cfg.train.max_steps):
+            return self._validation_step(done, self.acc.unwrap_model(model))
+        return False
+
+    def _validation_step(self, done: int, unwrapped) -> bool:
+        patience = self.cfg.train.early_stopping_patience
+        v = self._validate(unwrapped)
+        self.val_curve.append((done, v))
+        if self.is_main:
+            self._write({"step": done, "val_loss": round(v, 6)})
+        if v < self.best_val - 1e-6:
+            self.best_val, self.best_step, self.stale = v, done, 0
+            if patience:
+                self.best_state = {k: t.detach().clone() for k, t in trainable_state(unwrapped).items()}
+        else:
+            self.stale += 1
+        if patience and self.stale >= patience:
+            log.info(
+                "early stop at step %d: validation loss best at step %d (%.4f)",
+                done,
+                self.best_step,
+                self.best_val,
+            )
+            self.stopped_early = True
+        return self.stopped_early
+
+    def close(self) -> None:
+        self.bar.close()
+        self.wall = self.elapsed()
+        self.mem.stop()
+
+    def restore_best(self, unwrapped) -> None:
+        """Early stopping keeps the weights of the best validation loss."""
+        if self.best_state is not None:
+            with torch.no_grad():
+                named = dict(unwrapped.named_parameters())
+                for k, t in self.best_state.items():
+                    named[k].copy_(t)
+
+    def summary(self) -> dict:
+        """Whole-run counters: a resumed run adds what its checkpoint had counted."""
+        tokens, wall = self.prev_tokens + self.tokens_seen, self.prev_wall / 1000 + self.wall
+        return {
+            "final_loss": self.last_loss,
+            "tokens_processed": tokens,
+            "supervised_tokens": self.prev_sup + self.sup_seen,
+            "wall_s": wall,
+            "tokens_per_s": tokens / wall if self.wall or self.prev_wall else None,
+        }
+
+    def validation_summary(self) -> dict:
+        if not self.val_every:
+            return {}
+        return {
+            "val_curve": [{"step": a, "val_loss": b} for a, b in self.val_curve],
+            "best_val_step": self.best_step,
+            "best_val_loss": self.best_val if self.best_step is not None else None,
+            "stopped_early": self.stopped_early,
+            "validation_s": self.val_s,
+            "steps_run": self.val_curve[-1][0] if self.val_curve else self.cfg.train.max_steps,
+        }
+
+    def kl_summary(self) -> dict:
+        if not self.kl_w:
+            return {}
+        return {
+            "kl_to_base": self.kl_w,
+            "final_kl": self.last_kl,  # of the last step with tagged windows
+            "mean_kl": float(self.kl_run[0] / self.kl_run[1]) if self.kl_run[1] else None,
+            "kl_tokens": int(self.kl_run[1]),
+        }
+
+    def close_tensorboard(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
 
 
 def _step_of(line: str) -> float:
