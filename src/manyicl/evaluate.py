@@ -6,6 +6,8 @@ of a bigger shuffled one (its labels would be unbalanced). Each prompt is proces
 cache reused for every query: the query is appended, scored (all options in one pass) or decoded
 greedily, and cropped off again. ``demos: per_query`` instead draws fresh demonstrations for every
 query (no shared cache, one prefill per query) to measure what the shared prompt costs in accuracy.
+All scoring goes through the :class:`~manyicl.scoring.Scorer` interface; the backend (manyicl's cached
+path, or vLLM for generation) is chosen once per run by :class:`~manyicl.scoring.ScorerFactory`.
 
 Every query outcome is kept (``predictions.jsonl``); scores carry 95% intervals; the best shot count
 is chosen on dev queries (disjoint from the test queries) and reported on the test queries.
@@ -29,6 +31,7 @@ from .memory import PeakMemory, eval_guard
 from .metrics import score_generation
 from .predictions import load_predictions, save_predictions  # noqa: F401 - re-exported
 from .runs import PointStore
+from .scoring import HFScorer, MakeScorer, Scorer, ScorerFactory, batch_tokens  # noqa: F401 - batch_tokens re-exported
 from .shots import (  # noqa: F401 - re-exported: the prompt-building API callers know from here
     PreparedTask,
     Query,
@@ -48,54 +51,24 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 
-def batch_tokens(setting: int, device) -> int:
-    if setting:
-        return setting
-    return 16384 if str(device).startswith("cuda") else 1024
-
-
-class PromptOnly:
-    """Stands in for a PromptCache when another engine (vLLM) generates: it only tracks the prompt ids."""
-
-    def __init__(self, prompt_ids: list[int], device="cpu"):
-        self.prompt_ids, self.prefill_s, self.device = list(prompt_ids), 0.0, device
-
-    def shrink_prompt(self, n: int) -> None:
-        self.prompt_ids = self.prompt_ids[:n]
-
-
 def score_queries(
-    pc: PromptCache,
+    scorer: Scorer | PromptCache,
     prepared: PreparedTask,
-    tokenizer,
-    normalize: str,
+    tokenizer=None,
+    normalize: str = "none",
     budget: int = 4096,
-    vgen=None,
-    adapter=None,
     queries: list[Query] | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """Score the queries of ``prepared`` (or ``queries``) against the prompt in ``pc`` (batched); per-query
-    scores and predictions."""
+    """Score the queries of ``prepared`` (or ``queries``) after the scorer's prompt; per-query scores and
+    predictions. A bare :class:`PromptCache` is scored through an :class:`HFScorer` (``tokenizer`` and
+    ``budget`` are for that case only: a Scorer has its own)."""
+    if isinstance(scorer, PromptCache):
+        scorer = HFScorer.from_cache(scorer, tokenizer, token_budget=budget)
     task = prepared.task
     scores, preds = [], []
     queries = prepared.queries if queries is None else queries
-    if prepared.mode == "generate" and vgen is not None:
-        texts = vgen.generate(
-            [pc.prompt_ids + q.ids for q in queries],
-            prepared.max_new_tokens,
-            task.template.stop_strings(),
-            adapter,
-        )
-        for q, text in zip(queries, texts):
-            scores.append(
-                score_generation(
-                    task.metric, text.strip(), q.example.output, task.labels, task.label_separator
-                )
-            )
-            preds.append(text.strip())
-        return scores, preds
     if prepared.mode == "options":
-        all_lls = pc.score_options_many([(q.ids, q.option_ids) for q in queries], token_budget=budget)
+        all_lls = scorer.score_options([(q.ids, q.option_ids) for q in queries])
         for q, lls in zip(queries, all_lls):
             vals = [lp / n if normalize == "tokens" else lp for lp, n in lls]
             pred = q.options[int(np.argmax(vals))]
@@ -104,15 +77,7 @@ def score_queries(
             )
             preds.append(pred)
         return scores, preds
-    texts = pc.generate_many(
-        [q.ids for q in queries],
-        tokenizer,
-        prepared.max_new_tokens,
-        task.template.stop_strings(),
-        token_budget=max(
-            budget, 4096
-        ),  # decoding steps feed one token per query: wider batches amortise overhead
-    )
+    texts = scorer.generate([q.ids for q in queries], prepared.max_new_tokens, task.template.stop_strings())
     for q, text in zip(queries, texts):
         pred = text.strip()
         scores.append(
@@ -163,8 +128,16 @@ def scoring_dtype(cfg: EvalConfig, device) -> str:
     return "float32" if str(device) == "cpu" else resolve_dtype(cfg.model.dtype, str(device))
 
 
-def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | None = None) -> EvalResult:
-    """Run the shot-curve evaluation per ``cfg``; ``model``/``tokenizer``/``tasks`` may be passed in."""
+def evaluate(
+    cfg: EvalConfig,
+    model=None,
+    tokenizer=None,
+    tasks: list[Task] | None = None,
+    scorers: MakeScorer | None = None,
+) -> EvalResult:
+    """Run the shot-curve evaluation per ``cfg``; ``model``/``tokenizer``/``tasks`` may be passed in, and
+    ``scorers`` (``scorers(model, tokenizer, adapter, mode)`` -> :class:`Scorer`) replaces the backend
+    that ``cfg.scoring`` chooses."""
     from dataclasses import replace
 
     from .fileio import check_output_dir, exclusive_lock
@@ -178,14 +151,18 @@ def evaluate(cfg: EvalConfig, model=None, tokenizer=None, tasks: list[Task] | No
         )  # bad task data fails before the model loads
         if model is None:
             model, tokenizer = load_model(replace(cfg.model, adapter=None))
-        return _evaluate(cfg, out, store, model, tokenizer, tasks)
+        return _evaluate(cfg, out, store, model, tokenizer, tasks, scorers)
 
 
 def _evaluate(
-    cfg: EvalConfig, out: Path, store: PointStore, model, tokenizer, tasks: list[Task]
+    cfg: EvalConfig,
+    out: Path,
+    store: PointStore,
+    model,
+    tokenizer,
+    tasks: list[Task],
+    scorers: MakeScorer | None = None,
 ) -> EvalResult:
-    from dataclasses import replace
-
     from tqdm.auto import tqdm
 
     from .modeling import _DTYPES
@@ -207,13 +184,8 @@ def _evaluate(
         model.to(_DTYPES[dtype_name])
     mem_est = eval_guard(model, cfg, batch_tokens(cfg.scoring.batch_tokens, device), device)
     store.begin()
-    vgen = None  # vLLM, when used, holds its own memory (gpu_memory_utilization) and is not estimated
-    if cfg.scoring.generation_backend == "vllm" and any(
-        task_prep.mode == "generate" for task_prep in prepared
-    ):
-        from .vllm_backend import VLLMGenerator
-
-        vgen = VLLMGenerator(replace(cfg.model, adapter=None), max_model_len=cfg.max_length)
+    if scorers is None:  # the backend, chosen once for the whole run
+        scorers = ScorerFactory(cfg, {task_prep.mode for task_prep in prepared}, device)
 
     def points(task_prep, seed):
         plan = plans[(task_prep.task.name, seed)][0]
@@ -226,7 +198,6 @@ def _evaluate(
     rows: list[dict] = []
     preds_out: list[dict] = []
     cache_timing: list[dict] = []
-    bt = batch_tokens(cfg.scoring.batch_tokens, device)
     session = ModelSession(model, tokenizer, cfg.model.name_or_path)
     identities: dict[str, dict] = {}
     try:
@@ -247,52 +218,39 @@ def _evaluate(
                                 bar.update(1)
                                 continue
                             t0 = time.perf_counter()
+                            scorer = scorers(m, tokenizer, adapter, task_prep.mode)
                             if cfg.demos == "per_query" and k > 0:
                                 scores, preds, prefill_s, prompt_tokens = [], [], 0.0, 0
                                 for qi, q in enumerate(task_prep.queries):
                                     d = per_query_demos(task_prep, cfg, seed, k, qi)
-                                    pc = PromptCache(
-                                        m, build_prompt(task_prep, d), prefill_chunk=cfg.scoring.prefill_chunk
-                                    )
+                                    scorer.set_prompt(build_prompt(task_prep, d))
                                     sc, pr = score_queries(
-                                        pc, task_prep, tokenizer, cfg.scoring.normalize, bt, queries=[q]
+                                        scorer, task_prep, normalize=cfg.scoring.normalize, queries=[q]
                                     )
                                     scores += sc
                                     preds += pr
-                                    prefill_s += pc.prefill_s
-                                    prompt_tokens += len(pc.prompt_ids)
+                                    prefill_s += scorer.prefill_s
+                                    prompt_tokens += len(scorer.prompt_ids)
                                 prompt_tokens //= max(len(task_prep.queries), 1)
                             else:
                                 prompt = build_prompt(task_prep, demo_idx)
-                                if vgen is not None and task_prep.mode == "generate":
-                                    pc = PromptOnly(prompt)
-                                else:
-                                    pc = PromptCache(
-                                        m,
-                                        prompt,
-                                        prefill_chunk=cfg.scoring.prefill_chunk,
-                                        progress=cfg.progress,
-                                    )
+                                scorer.set_prompt(prompt)
                                 if (
                                     cfg.save_prompt_caches
                                     and shot_label == "max"
                                     and seed == cfg.seeds[0]
-                                    and isinstance(pc, PromptCache)
+                                    and isinstance(scorer, HFScorer)  # only manyicl's own caches save
                                 ):
                                     cache_timing.append(
-                                        _time_cache_io(pc, out, label, task_prep.task.name, key, m, cfg)
+                                        _time_cache_io(
+                                            scorer.cache, out, label, task_prep.task.name, key, m, cfg
+                                        )
                                     )
-                                prefill_s, prompt_tokens = pc.prefill_s, len(prompt)
+                                prefill_s, prompt_tokens = scorer.prefill_s, len(prompt)
                                 scores, preds = score_queries(
-                                    pc,
-                                    task_prep,
-                                    tokenizer,
-                                    cfg.scoring.normalize,
-                                    bt,
-                                    vgen=vgen,
-                                    adapter=adapter,
+                                    scorer, task_prep, normalize=cfg.scoring.normalize
                                 )
-                                del pc
+                            del scorer  # the prompt's cache goes before the next point's prefill
                             dt = (
                                 time.perf_counter()
                                 - t0

@@ -5,6 +5,7 @@ windows of L tokens, for every context length L. Perplexity at L is exp(mean neg
 over every predicted token of those windows; bits-per-byte divides the total NLL (in bits) by the
 UTF-8 bytes of the predicted text, which makes numbers comparable across tokenizers.
 
+Each window is scored by the scoring interface's rolling NLL (:meth:`manyicl.scoring.HFScorer.rolling_nll`).
 Memory stays bounded at long contexts: the model returns hidden states, and the LM head and the
 cross-entropy run over chunks of positions, so full-vocabulary logits for the whole window never exist.
 """
@@ -18,13 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from .config import PerplexityConfig, dump_yaml
 from .errors import ConfigError, ManyICLError
 from .fileio import atomic_write_json, atomic_write_text
 from .report import perplexity_table  # formatted report-side; importable from here as before
+from .scoring import HFScorer
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +50,10 @@ def book_files(books_dir: Path, n_books: int) -> list[Path]:
     return files[:n_books] if n_books else files
 
 
-def _unwrap(model):
-    """The underlying *ForCausalLM (through PEFT and DDP wrappers), LoRA layers still active."""
-    m = getattr(model, "module", model)
-    if hasattr(m, "get_base_model"):
-        m = m.get_base_model()
-    return m
-
-
-@torch.inference_mode()
-def window_nll(model, ids: torch.Tensor, chunk: int = 1024) -> tuple[float, int]:
-    """Sum of NLL (nats) of tokens 1..L-1 of one window given the tokens before, and their count.
-
-    The decoder returns hidden states; the LM head and cross-entropy run over ``chunk`` positions at
-    a time, so at most chunk x vocab logits exist at once.
-    """
-    lm = _unwrap(model)
-    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
-    hidden = decoder(input_ids=ids[None], use_cache=False).last_hidden_state[0]
-    total = 0.0
-    n = ids.numel() - 1
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        logits = head(hidden[s:e]).float()
-        total += float(F.cross_entropy(logits, ids[s + 1 : e + 1], reduction="sum"))
-    return total, n
+def window_nll(model, ids, chunk: int = 1024) -> tuple[float, int]:
+    """Sum of NLL (nats) of tokens 1..L-1 of one window given the tokens before, and their count
+    (:meth:`HFScorer.rolling_nll`: at most ``chunk`` x vocab logits exist at once)."""
+    return HFScorer(model, nll_chunk=chunk).rolling_nll(ids)
 
 
 @dataclass
@@ -121,7 +99,6 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
         for f in files
     ]
     specs = [(str(k), v) for k, v in cfg.adapters.items()] if cfg.adapters else [("base", cfg.model.adapter)]
-    device = next(model.parameters()).device
     rows = []
     plan = {
         L: [w for b in books for w in token_windows(b, L, cfg.tokens_per_length // max(len(books), 1))]
@@ -135,6 +112,7 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
     )
     for label, adapter in specs:
         with session.adapter(adapter) as m:  # removed again on exit, also on an error
+            scorer = HFScorer(m, tokenizer, nll_chunk=cfg.chunk)
             for L in lengths:
                 nll = 0.0
                 count = 0
@@ -142,7 +120,7 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
                 per_window = []
                 t0 = time.perf_counter()
                 for w in plan[L]:
-                    s, n = window_nll(m, torch.tensor(w, device=device), cfg.chunk)
+                    s, n = scorer.rolling_nll(w)
                     nll += s
                     count += n
                     per_window.append(s / max(n, 1))
