@@ -269,3 +269,40 @@ def test_an_adapter_changes_the_scores_and_the_base_comes_back(tmp_path, tok):
     assert pred["base"] == pred["base_again"]  # the base model is restored after the adapter
     assert pred["tuned"] != pred["base"]  # the adapter was really used
     assert not any("lora" in n for n, _ in base.named_parameters())
+
+
+def test_a_damaged_adapter_is_refused_before_anything_is_written(tmp_path, tok, model):
+    """The refusal names adapters.LABEL, leaves no points/settings.json, and the fixed rerun is not
+    taken for a resume of the refused one."""
+    from manyicl.config import LoraConfig
+    from manyicl.errors import ConfigError
+    from manyicl.modeling import apply_lora, tiny_model
+
+    apply_lora(tiny_model(len(tok)), LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(
+        tmp_path / "ad"
+    )
+    w = tmp_path / "ad" / "adapter_model.safetensors"
+    good = w.read_bytes()
+    w.write_bytes(good[:64])  # a copy cut short
+    cfg = _cfg(tmp_path / "eval", "shots=[0]", "seeds=[0]", "max_queries=3")
+    cfg.adapters = {"base": None, "tuned": str(tmp_path / "ad")}
+    with pytest.raises(ConfigError, match=r"adapters\.tuned.*unreadable"):
+        evaluate(cfg, model=model, tokenizer=tok, tasks=[toy_task(60)])
+    assert sorted(x.name for x in (tmp_path / "eval").iterdir()) == [".manyicl.lock"]
+    w.write_bytes(good)
+    res = evaluate(cfg, model=model, tokenizer=tok, tasks=[toy_task(60)])
+    assert {r["model"] for r in res.rows} == {"base", "tuned"}
+
+
+def test_truncated_queries_are_counted_and_warned_about(tmp_path, tok, model, caplog):
+    from manyicl.tasks import Example
+
+    task = toy_task(60)
+    task.splits["test"] = task.splits["test"][:4] + [Example("word " * 300, "red")]
+    cfg = _cfg(tmp_path, "shots=[0]", "seeds=[0]", "max_queries=5", "dev_queries=0")
+    with caplog.at_level("WARNING", logger="manyicl.shots"):
+        res = evaluate(cfg, model=model, tokenizer=tok, tasks=[task])
+    assert res.tasks[0]["truncated_queries"] == 1 and res.summary[0]["truncated_queries"] == 1
+    assert "toy: 1 of 5 queries cut" in caplog.text
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["tasks"][0]["truncated_queries"] == 1

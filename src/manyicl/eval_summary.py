@@ -91,6 +91,7 @@ def summarize(
                 "max_shots": at_max["shots"],
                 "n": at_max["n"],
                 "majority": (t.get("majority") or {}).get("share"),
+                "truncated_queries": t.get("truncated_queries", 0),  # inputs cut to fit: scored shortened
             }
         )
     return out

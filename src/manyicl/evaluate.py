@@ -128,6 +128,17 @@ def scoring_dtype(cfg: EvalConfig, device) -> str:
     return "float32" if str(device) == "cpu" else resolve_dtype(cfg.model.dtype, str(device))
 
 
+def check_adapters(cfg: EvalConfig) -> None:
+    """Refuse a missing or damaged adapter before anything is written: a refused run must leave no
+    ``points/settings.json`` that makes the corrected rerun look like a resume. The error names the
+    adapter's key (``adapters.LABEL``, or ``model.adapter`` without ``adapters``)."""
+    from .modeling import check_adapter
+
+    for label, adapter in _model_specs(cfg):
+        if adapter:
+            check_adapter(adapter, f"adapters.{label}" if cfg.adapters else "model.adapter")
+
+
 def evaluate(
     cfg: EvalConfig,
     model=None,
@@ -149,6 +160,7 @@ def evaluate(
         tasks = (
             tasks if tasks is not None else load_tasks(cfg.tasks)
         )  # bad task data fails before the model loads
+        check_adapters(cfg)
         if model is None:
             model, tokenizer = load_model(replace(cfg.model, adapter=None))
         return _evaluate(cfg, out, store, model, tokenizer, tasks, scorers)
@@ -318,6 +330,7 @@ def _evaluate(
             "dev_queries": len(task_prep.queries) - task_prep.n_test,
             "dev_split": task_prep.dev_split,
             "skipped_queries": task_prep.skipped_queries,
+            "truncated_queries": task_prep.truncated_queries,
             "duplicates": task_prep.duplicates,
             "majority": task_prep.majority,
             "demo_pool": len(task_prep.demos.query),

@@ -338,18 +338,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
-    """Attach a saved PEFT adapter (safetensors only)."""
-    from peft import PeftModel
-
+def check_adapter(adapter_dir: str | Path, field: str = "model.adapter") -> None:
+    """Refuse an adapter folder that cannot load (no config, no safetensors, a damaged file) without
+    touching a model, so a workflow can check every adapter before it writes anything; ``field`` is
+    the config key the error names."""
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
-        raise ConfigError.single(
-            "model.adapter", f"{adapter_dir} has no adapter_config.json (not a PEFT adapter)"
-        )
+        raise ConfigError.single(field, f"{adapter_dir} has no adapter_config.json (not a PEFT adapter)")
     if not (adapter_dir / "adapter_model.safetensors").exists():
         raise ConfigError.single(
-            "model.adapter", f"{adapter_dir} has no adapter_model.safetensors; only safetensors adapters load"
+            field, f"{adapter_dir} has no adapter_model.safetensors; only safetensors adapters load"
         )
     try:
         conf = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
@@ -357,7 +355,7 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
             raise ValueError("no peft_type")
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError.single(
-            "model.adapter",
+            field,
             f"{adapter_dir}/adapter_config.json is not a valid PEFT adapter config ({str(e)[:120]}); "
             "re-save the adapter or point to another one",
         ) from None
@@ -370,10 +368,18 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
             raise ValueError("no tensors")
     except Exception as e:  # truncated, empty or not safetensors at all
         raise ConfigError.single(
-            "model.adapter",
+            field,
             f"{adapter_dir}/adapter_model.safetensors is unreadable ({type(e).__name__}: {str(e)[:120]}); "
             "the file is damaged (a copy cut short?): re-train or re-copy the adapter",
         ) from None
+
+
+def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
+    """Attach a saved PEFT adapter (safetensors only)."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    check_adapter(adapter_dir)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)

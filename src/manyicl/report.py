@@ -331,6 +331,11 @@ def _task_notes(tasks: list[dict], cfg) -> list[str]:
             notes.append(
                 f"- {t['task']}: {t['skipped_queries']} quer(ies) skipped as too long (on_overlong=skip)."
             )
+        if t.get("truncated_queries"):
+            notes.append(
+                f"- {t['task']}: {t['truncated_queries']} quer(ies) truncated from the left to fit "
+                "(on_overlong=truncate_input): scored on shortened inputs."
+            )
         if t.get("dev_split") and t.get("dev_split") != cfg.eval_split:
             notes.append(
                 f"- {t['task']}: dev queries held out of the '{t['dev_split']}' split (eval split too small)."

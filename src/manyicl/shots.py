@@ -8,6 +8,7 @@ the experiment and the server all build their prompts here, so they agree on wha
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,8 @@ from .overlap import drop_train_test_duplicates
 from .packing import balanced_order
 from .tasks import Example, Task
 from .templates import Renderer, tokenize_task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +50,8 @@ class PreparedTask:
     """Within-task train/test duplicates removed (normalised input text): queries and demos dropped."""
     majority: dict | None = None
     """The most frequent gold answer among the test queries and its share (the majority-class baseline)."""
+    truncated_queries: int = 0
+    """Queries kept with their input cut from the left to fit (``on_overlong: truncate_input``)."""
 
     @property
     def header_len(self) -> int:
@@ -112,7 +117,7 @@ def prepare_task(task: Task, tokenizer, cfg: EvalConfig) -> PreparedTask:
     option_cache: dict[tuple[str, ...], list[list[int]]] = {}
     queries: list[Query] = []
     index: list[int] = []
-    skipped = 0
+    skipped = truncated = 0
     budget = cfg.max_length // 2  # a query + its answer may take at most half the window
     kept_test = 0
     candidates = [(i, pool[i], True) for i in test_idx] + [
@@ -139,11 +144,21 @@ def prepare_task(task: Task, tokenizer, cfg: EvalConfig) -> PreparedTask:
                 )
             skipped += 1
             continue
+        truncated += cut
         queries.append(Query(q_ids, ex, opts, opt_ids))
         index.append(i)
         kept_test += is_test
     if not kept_test:
         raise ManyICLError(f"task {task.name}: no test query fits in max_length {cfg.max_length}")
+    if truncated:
+        log.warning(
+            "%s: %d of %d queries cut from the left to fit half of max_length %d (on_overlong=truncate_input); "
+            "their scores are of shortened inputs",
+            task.name,
+            truncated,
+            len(queries),
+            cfg.max_length,
+        )
     if mode == "options":
         reserve = max(len(q.ids) + max(len(o) for o in q.option_ids) for q in queries)
     else:
@@ -166,6 +181,7 @@ def prepare_task(task: Task, tokenizer, cfg: EvalConfig) -> PreparedTask:
         dev_pool_split,
         dups,
         majority,
+        truncated,
     )
 
 
