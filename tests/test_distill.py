@@ -143,6 +143,11 @@ def test_distill_workflow_on_the_tiny_model(tmp_path):
         if r["method"] in ("pbft", "cd"):
             assert r["train_s"] > 0 and r["peak_rss_mb"] > 0 and r["steps"] > 0
     assert len(list((tmp_path / "plots").glob("*.png"))) == 6
+    # a second run continues cell by cell: every cell is finished, nothing is trained or scored again
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")}
+    distill(cfg)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")} == stamps
+    assert json.loads((tmp_path / "results.json").read_text())["rows"] == rows
 
 
 def test_accuracy_claims_need_a_teacher_that_can_do_icl():
@@ -163,3 +168,169 @@ def test_accuracy_claims_need_a_teacher_that_can_do_icl():
     assert "not testable" not in " ".join(claims)
     assert claims[0].startswith("CD generalises out of domain better than ICL: supported")
     assert claims[1].startswith("ICL is best in domain: supported")
+
+
+# --------------------------------------------------------------------------------------------
+# Student training goes through the shared kernel (optimize): schedule, clipping, the loss it optimises
+# --------------------------------------------------------------------------------------------
+
+
+def _items(tok, n: int = 5) -> list[Item]:
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for i in range(n):
+        text = f"Premise: a{i}\nHypothesis: b\nAnswer:"
+        prompt = tok(text, add_special_tokens=False)["input_ids"]
+        ids = tok(text + (" yes" if i % 2 else " no") + "\n", add_special_tokens=False)["input_ids"]
+        pos = list(range(len(prompt) - 1, len(ids) - 1))
+        teacher = torch.log_softmax(torch.randn(len(pos), len(tok), generator=g), -1)
+        out.append(Item(ids, pos, ids[len(prompt) :], teacher))
+    return out
+
+
+def _student_cfg(**optim) -> DistillConfig:
+    from dataclasses import replace
+
+    from manyicl.config import LoraConfig
+
+    cfg = DistillConfig(epochs=2, batch_size=2, lora=LoraConfig(r=4, alpha=8, dropout=0.0))
+    return replace(cfg, optim=replace(cfg.optim, **optim))
+
+
+class _GradsAtStep:
+    """The gradients every optimizer sees when it steps (after clipping), for as long as it is active."""
+
+    def __enter__(self):
+        self.grads: list[list[torch.Tensor]] = []
+
+        def hook(optimizer, args, kwargs):
+            ps = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            self.grads.append([p.grad.detach().clone() for p in ps])
+
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        self.handle = register_optimizer_step_pre_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def test_student_training_follows_the_warmup_and_cosine_schedule(tok):
+    from manyicl.distill import fit_student, make_student, step_plan
+    from manyicl.optimize import lr_lambda
+
+    items, cfg = _items(tok), _student_cfg(warmup_steps=2, min_lr_ratio=0.1)
+    student, _ = make_student(tiny_model(len(tok)), cfg, "bitfit")
+    seen = []
+    stats = fit_student(student, items, cfg, 1e-3, verbalizer_ids(tok), after_step=seen.append)
+    n = len(step_plan(len(items), cfg))
+    assert stats["steps"] == n == len(seen) == 6  # 2 epochs x ceil(5 / 2)
+    lrs = [r.lr for r in seen]
+    assert lrs[0] == pytest.approx(0.5e-3) and lrs[1] == pytest.approx(1e-3)  # warm-up, then the peak
+    assert lrs[-1] < 0.5e-3 and lrs == pytest.approx([1e-3 * lr_lambda(2, n, 0.1)(s) for s in range(n)])
+
+
+def test_student_gradients_are_clipped(tok):
+    from manyicl.distill import fit_student, make_student
+
+    items, cfg = _items(tok), _student_cfg(max_grad_norm=1e-3)
+    student, _ = make_student(tiny_model(len(tok)), cfg, "full")
+    seen = []
+    with _GradsAtStep() as g:
+        fit_student(student, items, cfg, 1e-3, verbalizer_ids(tok), after_step=seen.append)
+    assert len(g.grads) == len(seen)
+    for r, grads in zip(seen, g.grads):
+        assert r.grad_norm > 100 * 1e-3  # the norm before clipping: far over the limit
+        applied = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads])))
+        assert applied == pytest.approx(1e-3, rel=1e-3)
+
+
+def _hand_loss(model, item: Item, cfg: DistillConfig, verb) -> torch.Tensor:
+    """alpha * T^2 * KL(teacher || student) over the yes/no tokens + (1 - alpha) * CE(gold), by hand."""
+    logits = model(input_ids=torch.tensor([item.ids])).logits[0].float()[item.positions]
+    ce = F.cross_entropy(logits, torch.tensor(item.gold))
+    j, ids = verb
+    T = cfg.temperature
+    p = torch.softmax(item.teacher[j, ids] / T, -1)
+    log_q = torch.log_softmax(logits[j, ids] / T, -1)
+    kl = (p * (p.log() - log_q)).sum() * T * T
+    return cfg.alpha * kl + (1 - cfg.alpha) * ce
+
+
+def test_a_student_step_optimises_the_mean_distillation_loss_of_its_items(tok):
+    import copy
+
+    from manyicl.distill import fit_student, make_student, step_plan
+
+    items = _items(tok)
+    from dataclasses import replace
+
+    cfg = replace(_student_cfg(max_grad_norm=0.0), alpha=0.7, temperature=2.0)  # no clipping: the loss's own
+    verb = verbalizer_ids(tok)
+    student, _ = make_student(tiny_model(len(tok)), cfg, "full")
+    ref = copy.deepcopy(student)
+    first = [items[i] for i in step_plan(len(items), cfg)[0]]
+    want = sum(_hand_loss(ref, it, cfg, verb) for it in first) / len(first)
+    want.backward()
+    seen = []
+    with _GradsAtStep() as g:
+        fit_student(student, items, cfg, 1e-3, verbalizer_ids(tok), after_step=seen.append)
+    assert seen[0].loss == pytest.approx(float(want.detach()), rel=1e-5)
+    want_grads = [p.grad for p in ref.parameters() if p.requires_grad]
+    assert len(g.grads[0]) == len(want_grads)
+    for got, w in zip(g.grads[0], want_grads):
+        torch.testing.assert_close(got, w, rtol=1e-4, atol=1e-7)
+
+
+def test_with_constant_lr_and_no_clipping_students_train_as_plain_adamw(tok):
+    """The kernel adds nothing else: with the schedule and clipping off it is the loop distill had before
+    (AdamW at torch's defaults, each item's loss / batch size, one step per batch of the plan)."""
+    from manyicl.distill import fit_student, item_loss, make_student, step_plan
+
+    items, verb = _items(tok), verbalizer_ids(tok)
+    cfg = _student_cfg(warmup_steps=0, min_lr_ratio=1.0, max_grad_norm=0.0, weight_decay=0.01)
+    a, _ = make_student(tiny_model(len(tok)), cfg, "lora")
+    b, _ = make_student(tiny_model(len(tok)), cfg, "lora")
+    fit_student(a, items, cfg, 1e-3, verb)
+    params = [p for p in b.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    for idx in step_plan(len(items), cfg):
+        opt.zero_grad(set_to_none=True)
+        for i in idx:
+            (item_loss(b, items[i], cfg, verb, "cpu") / len(idx)).backward()
+        opt.step()
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_a_folder_with_cells_of_other_settings_is_refused(tmp_path):
+    from dataclasses import replace
+
+    from manyicl.config import dump_yaml, to_dict
+    from manyicl.distill import claim_folder, settings_drift
+    from manyicl.errors import ConfigError
+
+    cfg = DistillConfig(output_dir=str(tmp_path))
+    assert settings_drift(to_dict(cfg), replace(cfg, shots=[2])) == []  # selection, not settings
+    # a folder made before the schedule existed (top-level lr, constant LR, no clipping)
+    old = {k: v for k, v in to_dict(cfg).items() if k != "optim"} | {"lr": 1e-4}
+    drift = settings_drift(old, cfg)
+    assert any(d.startswith("optim.warmup_steps: 0 -> 2") for d in drift)
+    assert any(d.startswith("optim.max_grad_norm: 0.0 -> 1.0") for d in drift)
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "base.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text(dump_yaml(replace(cfg, alpha=0.9)))
+    with pytest.raises(ConfigError, match="alpha: 0.9 -> 0.5"):
+        claim_folder(cfg)
+    claim_folder(replace(cfg, alpha=0.9))  # the same settings continue cell by cell
+    assert (tmp_path / "cells" / "base.json").exists()
+    claim_folder(replace(cfg, overwrite=True))
+    assert not (tmp_path / "cells").exists()
+
+
+def test_distill_rejects_a_kl_to_base_term(tmp_path):
+    from manyicl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="optim.kl_to_base"):
+        load_config(DistillConfig, None, [f"output_dir={tmp_path}", "optim.kl_to_base=0.1"])

@@ -604,8 +604,7 @@ class DistillConfig:
     shots: list[int] = field(default_factory=lambda: [1, 4, 8, 12])
     """Support examples k."""
     kl: Literal["verbalizer", "full"] = "verbalizer"
-    """KL over the verbalizer tokens (yes/no) at the answer position, or over the full vocabulary at every
-    answer token."""
+    """KL over the yes/no tokens at the answer position, or over the full vocabulary at every answer token."""
     alpha: float = 0.5
     """Loss = alpha * KL(teacher || student) + (1 - alpha) * cross-entropy on the gold answer."""
     temperature: float = 1.0
@@ -616,10 +615,12 @@ class DistillConfig:
     """Passes over the training examples."""
     batch_size: int = 4
     """Examples per optimizer step."""
-    lr: float = 1.0e-4
-    """Learning rate for LoRA and full updates."""
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=0.01, warmup_steps=2)
+    )
+    """Students' AdamW, warm-up + cosine LR, clipping, as in ``train`` (optim.lr: LoRA and full updates)."""
     bitfit_lr: float = 1.0e-3
-    """Learning rate for BitFit (bias-only updates need a larger step)."""
+    """Peak learning rate for BitFit instead of optim.lr (bias-only updates need a larger step)."""
     lora: LoraConfig = field(
         default_factory=lambda: LoraConfig(r=8, alpha=32.0, dropout=0.05, target_modules=["q_proj", "v_proj"])
     )
@@ -642,8 +643,12 @@ class DistillConfig:
     """Shared data folder (default: ../shared/data or $MANYICL_DATA)."""
     max_length: int = 2048
     """Context window for the teacher's prompt."""
+    overwrite: bool = False
+    """Discard the cells of an earlier run made with other settings in output_dir (else refused)."""
 
     def validate(self, where: str, c: Collector) -> None:
+        if self.optim.kl_to_base:
+            c.add(_key(where, "optim.kl_to_base"), "must be 0: distill's KL is to the teacher (alpha)")
         for m in self.methods:
             if m not in ("base", "icl", "pbft", "cd"):
                 c.add(_key(where, "methods"), f"unknown method {m!r}; use base, icl, pbft, cd")
@@ -654,10 +659,8 @@ class DistillConfig:
             c.add(_key(where, "shots"), f"must be positive support counts, got {self.shots}")
         if not 0 <= self.alpha <= 1:
             c.add(_key(where, "alpha"), f"must be in [0, 1], got {self.alpha}")
-        _require_positive(self, where, c, "temperature", "lr", "bitfit_lr")
-        _require_positive(
-            self, where, c, "train_queries", "epochs", "batch_size", "eval_queries", "pool_size", "max_length"
-        )
+        names = ("temperature", "bitfit_lr", "train_queries", "epochs", "batch_size", "eval_queries")
+        _require_positive(self, where, c, *names, "pool_size", "max_length")
         if self.student_layers < 0:
             c.add(_key(where, "student_layers"), f"must be >= 0, got {self.student_layers}")
 

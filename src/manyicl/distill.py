@@ -15,7 +15,8 @@ training then costs the same whatever k is. Compared in one run at k in {1, 4, 8
         (prefix + the k labelled examples, loss on every answer); evaluated without context
   cd    context distillation; evaluated without context
 
-each fine-tuned one with LoRA, BitFit (bias terms only) and/or full updates. Measured: in-domain and
+each fine-tuned one with LoRA, BitFit (bias terms only) and/or full updates, through the optimisation kernel
+``train`` uses (``optimize``: AdamW, warm-up + cosine LR and clipping per ``optim``). Measured: in-domain and
 out-of-domain accuracy, peak memory and time of training, and inference cost per query.
 """
 
@@ -25,6 +26,7 @@ import copy
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from .errors import ManyICLError
 from .fileio import atomic_write_json, atomic_write_text
 from .losses import distillation_loss
 from .memory import PeakMemory
+from .optimize import Loss, Optimization, StepBatch, StepResult, run_steps
 from .tasks import Example, Task, Template
 
 log = logging.getLogger(__name__)
@@ -294,29 +297,54 @@ def item_loss(student, item: Item, cfg: DistillConfig, verb: tuple[int, list[int
     )
 
 
-def train_student(
-    student, items: list[Item], cfg: DistillConfig, lr: float, verb: tuple[int, list[int]]
-) -> dict:
-    device = next(student.parameters()).device
-    params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
+def step_plan(n_items: int, cfg: DistillConfig) -> list[list[int]]:
+    """Item indices of each optimizer step: a fresh permutation per epoch, cut into ``batch_size`` steps
+    (the last one of an epoch may be smaller). A pure function of (seed, n_items, epochs, batch_size)."""
     rng = np.random.default_rng(cfg.seed)
-    steps, last = 0, float("nan")
+    plan = []
     for _ in range(cfg.epochs):
-        order = rng.permutation(len(items))
-        for b in range(0, len(order), cfg.batch_size):
-            batch = [items[i] for i in order[b : b + cfg.batch_size]]
-            opt.zero_grad(set_to_none=True)
-            total = 0.0
-            for it in batch:
-                loss = item_loss(student, it, cfg, verb, device) / len(batch)
-                loss.backward()
-                total += float(loss.detach())
-            opt.step()
-            steps += 1
-            last = total
+        order = rng.permutation(n_items)
+        plan += [[int(i) for i in order[b : b + cfg.batch_size]] for b in range(0, n_items, cfg.batch_size)]
+    return plan
+
+
+def fit_student(
+    student,
+    items: list[Item],
+    cfg: DistillConfig,
+    lr: float,
+    verb: tuple[int, list[int]],
+    after_step: Callable[[StepResult], None] | None = None,
+) -> dict:
+    """Train ``student`` on ``items`` through the shared optimisation kernel (``optimize``): ``cfg.optim``'s
+    AdamW, warm-up + cosine schedule and clipping, at peak learning rate ``lr``. Each step's loss is the
+    mean of its items' distillation losses (one target per item). ``after_step`` sees every step."""
+    device = next(student.parameters()).device
+    plan = step_plan(len(items), cfg)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = Optimization(params, replace(cfg.optim, lr=lr), total_steps=len(plan))
+
+    def loss_fn(model, item: Item) -> Loss:
+        loss = item_loss(model, item, cfg, verb, device)
+        return Loss(loss, loss)
+
+    def batches(step: int) -> StepBatch:
+        its = [items[i] for i in plan[step]]
+        return StepBatch(its, targets=len(its), tokens=sum(len(i.ids) for i in its))
+
+    def hook(r: StepResult) -> bool:
+        if after_step is not None:
+            after_step(r)
+        return False
+
+    student.train()
+    last, _ = run_steps(opt, student, loss_fn, batches, 0, len(plan), after_step=hook)
     student.eval()
-    return {"steps": steps, "final_loss": last, "trainable_params": sum(p.numel() for p in params)}
+    return {
+        "steps": len(plan),
+        "final_loss": last.loss if last is not None else float("nan"),
+        "trainable_params": sum(p.numel() for p in params),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,14 +400,63 @@ def _score(model, tok, tasks: list[Task], cfg: DistillConfig, shots: int, with_p
     }
 
 
+_SELECTION = ("output_dir", "overwrite", "methods", "updates", "shots")
+"""Settings that choose which cells run, not what a cell computes (a resume may change them)."""
+
+_LEGACY_OPTIM = {"warmup_steps": 0, "min_lr_ratio": 1.0, "max_grad_norm": 0.0, "weight_decay": 0.01}
+"""What the students' optimiser was before ``optim`` existed (constant LR, no clipping): cells of such a run
+compare against it, so they are not mistaken for cells made with the schedule."""
+
+
+def settings_drift(old: dict, cfg: DistillConfig) -> list[str]:
+    """Settings that differ between the run that made a folder's cells and ``cfg`` (selection keys aside)."""
+    from .config import to_dict
+    from .runs import settings_drift as drift
+
+    if isinstance(old, dict) and "optim" not in old:
+        old = old | {"optim": to_dict(cfg.optim) | _LEGACY_OPTIM | {"lr": old.get("lr", cfg.optim.lr)}}
+    return drift(old, to_dict(cfg), ignore=_SELECTION)
+
+
+def claim_folder(cfg: DistillConfig):
+    """The output folder under the shared run policy (``runs.RunFolder``): finished cells made with the
+    same settings are kept (the run continues cell by cell); cells made with other settings are refused,
+    or discarded with ``overwrite=true``. Returns the folder, to hold its lock while the run works."""
+    from .fileio import check_output_dir, load_yaml
+    from .runs import RunFolder
+
+    out = check_output_dir(cfg.output_dir)
+    folder = RunFolder(
+        out,
+        "distillation",
+        {"cells": lambda p: p.is_dir() and any(p.rglob("*.json"))},
+        owned=("cells", "eval_runs", "plots", "results.json", "results.csv", "report.md"),
+    )
+    prev = out / "config.yaml"
+    if folder.previous() and prev.exists():
+        try:
+            old = load_yaml(prev.read_text(encoding="utf-8")) or {}
+        except Exception:
+            old = None
+        drift = settings_drift(old, cfg) if isinstance(old, dict) else ["config.yaml unreadable"]
+        if drift:
+            folder.claim(resume=True, overwrite=cfg.overwrite, drift=drift, drift_field="output_dir")
+    return folder
+
+
 def distill(cfg: DistillConfig) -> Path:
     """Run every (method, update, k) cell; write report.md, results.json/.csv and plots. Resumable."""
+    folder = claim_folder(cfg)
+    with folder.lock():
+        cfg = replace(cfg, output_dir=str(folder.path))
+        atomic_write_text(folder.path / "config.yaml", dump_yaml(cfg))
+        return _run(cfg, folder.path)
+
+
+def _run(cfg: DistillConfig, out: Path) -> Path:
     from .cells import Cells
     from .modeling import load_model
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     cells = Cells(out)
     teacher, tok = load_model(replace(cfg.model, adapter=None))
     data = load_distill_data(cfg)
@@ -431,9 +508,8 @@ def distill(cfg: DistillConfig) -> Path:
                             items = pbft_items(tok, cfg, supports)
                         student, note = make_student(teacher, cfg, update)
                         student.to(device)
-                        stats = train_student(
-                            student, items, cfg, cfg.bitfit_lr if update == "bitfit" else cfg.lr, verb
-                        )
+                        lr = cfg.bitfit_lr if update == "bitfit" else cfg.optim.lr
+                        stats = fit_student(student, items, cfg, lr, verb)
                         train_s = time.perf_counter() - t0
                     scores = _score(student, tok, tasks, cfg, 0, cfg.student_prefix)
                     del student
