@@ -98,6 +98,20 @@ def test_hf_generation_equals_greedy_recomputation(model, tok):
     assert got == want
 
 
+def test_hf_teacher_distributions_are_the_recomputed_next_token_log_probs(model, tok):
+    """What distill's teacher_items reads (HF only): whole distributions after prompt + query."""
+    s = HFScorer(model, tok)
+    s.set_prompt(PROMPT)
+    q, t = QUERIES[0], [40, 41, 42]
+    got = s.continuation_distributions(q, t)
+    ids = PROMPT + q + t
+    with torch.no_grad():
+        want = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    start = len(PROMPT) + len(q)
+    assert got.shape == (len(t), want.shape[-1])
+    assert torch.allclose(got, want[start - 1 : len(ids) - 1], atol=1e-5)
+
+
 @pytest.mark.parametrize("adapted", [False, True])
 def test_rolling_nll_is_the_hand_computed_cross_entropy(model, tok, adapted):
     from manyicl.config import LoraConfig

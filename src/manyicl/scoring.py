@@ -162,6 +162,12 @@ class HFScorer:
             token_budget=max(self.token_budget, 4096),
         )
 
+    def continuation_distributions(self, query_ids: Sequence[int], target_ids: Sequence[int]) -> torch.Tensor:
+        """Next-token log-probs [len(target), vocab] after prompt + query, teacher-forced with
+        ``target_ids``: what a distillation teacher provides. HF only (not part of :class:`Scorer`):
+        vLLM returns the top few log-probs per position, not whole distributions."""
+        return self._prompt().continuation_distributions(list(query_ids), list(target_ids))
+
     @torch.inference_mode()
     def rolling_nll(self, ids: Sequence[int] | torch.Tensor) -> tuple[float, int]:
         """The decoder returns hidden states; the LM head and cross-entropy run over ``nll_chunk``
