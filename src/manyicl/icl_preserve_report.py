@@ -457,12 +457,12 @@ def _per_task_table(rows: list[dict], shots: list[str]) -> str:
         + " |"
     )
     for r in rows[1:]:
-        pt = r["heldout"]["per_task"]
+        per_task = r["heldout"]["per_task"]
         lines.append(
             f"| {r['label']} | "
             + " | ".join(
-                f"**{_pct(pt[t][BEST]['drop_pct'])}**; "
-                + " / ".join(_pct(pt[t][s]["drop_pct"]) for s in shots)
+                f"**{_pct(per_task[t][BEST]['drop_pct'])}**; "
+                + " / ".join(_pct(per_task[t][s]["drop_pct"]) for s in shots)
                 for t in tasks
             )
             + " |"

@@ -200,12 +200,7 @@ def tiny_model(vocab_size: int, dtype: torch.dtype = torch.float32, seed: int = 
         pad_token_id=0,
         tie_word_embeddings=True,
     )
-    config._attn_implementation = attn
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.config.name_or_path = TINY
-    return model.to(dtype)
+    return _random_model(LlamaForCausalLM, config, attn, seed, dtype, TINY)
 
 
 def tiny_gemma3(
@@ -239,11 +234,16 @@ def tiny_gemma3(
         pad_token_id=0,
         tie_word_embeddings=True,
     )
+    return _random_model(Gemma3ForCausalLM, config, attn, seed, dtype, TINY_GEMMA3)
+
+
+def _random_model(cls, config, attn: str, seed: int, dtype: torch.dtype, name: str):
+    """``cls(config)`` initialised from ``seed`` without touching the caller's RNG, named ``name``."""
     config._attn_implementation = attn
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Gemma3ForCausalLM(config)
-    model.config.name_or_path = TINY_GEMMA3
+        model = cls(config)
+    model.config.name_or_path = name
     return model.to(dtype)
 
 

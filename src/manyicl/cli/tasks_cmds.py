@@ -313,12 +313,12 @@ def cmd_tasks_show(a: argparse.Namespace) -> int:
             + (" ..." if len(counts) > 12 else "")
         )
     tok = load_tokenizer(ModelConfig(name_or_path=a.model))
-    tt = tokenize_task(t, tok, first, a.max_length, "truncate_input")
-    lengths = tt.lengths
-    budget = a.max_length - len(tt.header)
+    tokenized = tokenize_task(t, tok, first, a.max_length, "truncate_input")
+    lengths = tokenized.lengths
+    budget = a.max_length - len(tokenized.header)
     print(
         f"  tokens per example ({a.model}): mean {np.mean(lengths):.1f}, max {int(np.max(lengths))}; "
-        f"header {len(tt.header)}"
+        f"header {len(tokenized.header)}"
     )
     print(
         f"  shots that fit in {a.max_length} tokens: about {int(budget // max(np.mean(lengths), 1))} (mean length)"

@@ -18,8 +18,8 @@ from .common import (
 _AG = {"1": "World", "2": "Sports", "3": "Business", "4": "Sci/Tech"}
 
 
-def load_ag_news(spec: DatasetSpec, cx: LoadContext) -> Task:
-    path = cx.root / "ag_news" / "test.csv"
+def load_ag_news(spec: DatasetSpec, ctx: LoadContext) -> Task:
+    path = ctx.root / "ag_news" / "test.csv"
 
     def parse(row: list[str]) -> tuple[str, str]:
         if row[0].strip() not in _AG:
@@ -32,7 +32,7 @@ def load_ag_news(spec: DatasetSpec, cx: LoadContext) -> Task:
         return joined, _AG[row[0].strip()]
 
     header = ["Class Index", "Title", "Description"]
-    read, drops = parse_splits({"all": path}, lambda p: csv_rows(p, cx, header), parse, cx)
+    read, drops = parse_splits({"all": path}, lambda p: csv_rows(p, ctx, header), parse, ctx)
     exs, dropped = read.get("all", []), drops.get("all", 0)
     splits, note = derive_splits(exs, spec.name)
     tmpl = text_template(

@@ -17,14 +17,14 @@ from .common import (
 )
 
 
-def load_banking77(spec: DatasetSpec, cx: LoadContext) -> Task:
-    d = cx.root / "banking77"
-    cats = read_json(d / "categories.json", cx)
+def load_banking77(spec: DatasetSpec, ctx: LoadContext) -> Task:
+    d = ctx.root / "banking77"
+    cats = read_json(d / "categories.json", ctx)
     order: list[str] = []
     if isinstance(cats, list) and all(isinstance(x, str) for x in cats):
         order = [humanize(x) for x in cats]
     elif cats is not None:
-        cx.problems.add(str(d / "categories.json"), "expected a JSON list of category names")
+        ctx.problems.add(str(d / "categories.json"), "expected a JSON list of category names")
     seen: set[str] = set()
 
     def parse(row: list[str]) -> tuple[str, str]:
@@ -38,7 +38,7 @@ def load_banking77(spec: DatasetSpec, cx: LoadContext) -> Task:
         return row[0], cat
 
     files = {s: d / f"{s}.csv" for s in ("train", "test")}
-    splits, dropped = parse_splits(files, lambda p: csv_rows(p, cx, ["text", "category"]), parse, cx)
+    splits, dropped = parse_splits(files, lambda p: csv_rows(p, ctx, ["text", "category"]), parse, ctx)
     labels = tuple(order) if order else tuple(sorted(seen))
     notes = [
         "labels humanized from categories.json ('card_arrival' -> 'card arrival'); newlines inside texts collapsed",

@@ -44,21 +44,21 @@ _QASC = re.compile(r"Fact:(.*?)\nQuestion:(.*)", re.S)
 _WINO = re.compile(r"Context Word:(.*)", re.S)
 
 
-def _bb_examples(spec: DatasetSpec, cx: LoadContext) -> tuple[Path, list[tuple[int, dict]]]:
+def _bb_examples(spec: DatasetSpec, ctx: LoadContext) -> tuple[Path, list[tuple[int, dict]]]:
     key = spec.name.split(":", 1)[1]
-    path = cx.root / _BB / _BB_PATHS[key] / "task.json"
-    data = read_json(path, cx)
+    path = ctx.root / _BB / _BB_PATHS[key] / "task.json"
+    data = read_json(path, ctx)
     if data is None:
         return path, []
     exs = data.get("examples") if isinstance(data, dict) else None
     if not isinstance(exs, list):
-        cx.problems.add(str(path), "expected a BIG-bench task object with an 'examples' list", "examples")
+        ctx.problems.add(str(path), "expected a BIG-bench task object with an 'examples' list", "examples")
         return path, []
-    lines = array_lines(path, "examples", len(exs), cx)
+    lines = array_lines(path, "examples", len(exs), ctx)
     out = []
     for obj, line in zip(exs, lines):
         if not isinstance(obj, dict) or not isinstance(obj.get("input"), str):
-            cx.problems.add(
+            ctx.problems.add(
                 file_line(path, line), "expected an example object with a string 'input'", "input"
             )
             continue
@@ -73,25 +73,25 @@ def _first_target(obj: dict) -> str | None:
     return t if isinstance(t, str) else None
 
 
-def _best_option(obj: dict, where: str, cx: LoadContext) -> tuple[str, tuple[str, ...]] | None:
+def _best_option(obj: dict, where: str, ctx: LoadContext) -> tuple[str, tuple[str, ...]] | None:
     ts = obj.get("target_scores")
     if not isinstance(ts, dict) or not ts or not all(isinstance(v, int | float) for v in ts.values()):
-        cx.problems.add(where, "expected 'target_scores': {choice: score}", "target_scores")
+        ctx.problems.add(where, "expected 'target_scores': {choice: score}", "target_scores")
         return None
     opts = tuple(dict.fromkeys(one_line(str(k)) for k in ts))
     best = max(ts.values())
     winners = [k for k, v in ts.items() if v == best]
     if len(winners) != 1:
-        cx.problems.add(
+        ctx.problems.add(
             where, f"{len(winners)} choices share the best score {best}; need exactly one", "target_scores"
         )
         return None
     return one_line(winners[0]), opts
 
 
-def load_bigbench(spec: DatasetSpec, cx: LoadContext) -> Task:
+def load_bigbench(spec: DatasetSpec, ctx: LoadContext) -> Task:
     key = spec.name.split(":", 1)[1]
-    path, rows = _bb_examples(spec, cx)
+    path, rows = _bb_examples(spec, ctx)
     exs: list[Example] = []
     dropped = 0
     extra: list[str] = []
@@ -103,7 +103,7 @@ def load_bigbench(spec: DatasetSpec, cx: LoadContext) -> Task:
         if key in ("mlsum_de", "mlsum_es", "wikilingua_en", "qasc", "winogrande"):
             tgt = _first_target(obj)
             if tgt is None:
-                cx.problems.add(
+                ctx.problems.add(
                     where, "expected a string 'target' (or a non-empty list of strings)", "target"
                 )
                 continue
@@ -118,7 +118,7 @@ def load_bigbench(spec: DatasetSpec, cx: LoadContext) -> Task:
                 inp = one_line(raw_in)
             options: tuple[str, ...] = ()
         else:
-            best = _best_option(obj, where, cx)
+            best = _best_option(obj, where, ctx)
             if best is None:
                 continue
             out, options = best

@@ -17,27 +17,27 @@ from .common import (
 )
 
 
-def load_clinc150(spec: DatasetSpec, cx: LoadContext) -> Task:
-    path = cx.root / "clinc150" / "data_full.json"
-    data = read_json(path, cx)
+def load_clinc150(spec: DatasetSpec, ctx: LoadContext) -> Task:
+    path = ctx.root / "clinc150" / "data_full.json"
+    data = read_json(path, ctx)
     splits: dict[str, list[Example]] = {}
     labels: set[str] = set()
     dropped: dict[str, int] = {}
     oos_inside = 0
     if data is not None and not isinstance(data, dict):
-        cx.problems.add(str(path), "expected a JSON object of splits ('train', 'val', 'test', 'oos_*')")
+        ctx.problems.add(str(path), "expected a JSON object of splits ('train', 'val', 'test', 'oos_*')")
         data = None
     if data is not None:
         for split, key in (("train", "train"), ("dev", "val"), ("test", "test")):
             rows = data.get(key)
             if not isinstance(rows, list):
-                cx.problems.add(str(path), f"missing split '{key}' (a list of [text, intent] rows)", key)
+                ctx.problems.add(str(path), f"missing split '{key}' (a list of [text, intent] rows)", key)
                 continue
-            lines = array_lines(path, key, len(rows), cx)
+            lines = array_lines(path, key, len(rows), ctx)
             exs = []
             for row, line in zip(rows, lines):
                 if not (isinstance(row, list) and len(row) == 2 and all(isinstance(x, str) for x in row)):
-                    cx.problems.add(
+                    ctx.problems.add(
                         file_line(path, line), f"expected [text, intent] (two strings), got {row!r:.80}", key
                     )
                     continue

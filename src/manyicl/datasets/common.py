@@ -120,34 +120,34 @@ def humanize(label: str) -> str:
     return label.strip().replace("_", " ").lower()
 
 
-def read_text(path: Path, cx: LoadContext) -> str | None:
+def read_text(path: Path, ctx: LoadContext) -> str | None:
     key = ("text", path)
-    if key in cx.cache:
-        return cx.cache[key]
+    if key in ctx.cache:
+        return ctx.cache[key]
     text: str | None = None
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        cx.problems.add(str(path), "file not found (is the shared data folder complete? see its SOURCE.txt)")
+        ctx.problems.add(str(path), "file not found (is the shared data folder complete? see its SOURCE.txt)")
     except OSError as e:
-        cx.problems.add(str(path), f"cannot read: {e.strerror}")
+        ctx.problems.add(str(path), f"cannot read: {e.strerror}")
     else:
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:
             line = raw[: e.start].count(b"\n") + 1
-            cx.problems.add(f"{path}:{line}", f"not UTF-8 (byte {e.start}); re-save the file as UTF-8")
-    cx.cache[key] = text
+            ctx.problems.add(f"{path}:{line}", f"not UTF-8 (byte {e.start}); re-save the file as UTF-8")
+    ctx.cache[key] = text
     return text
 
 
-def read_jsonl(path: Path, cx: LoadContext) -> list[tuple[int, dict]]:
+def read_jsonl(path: Path, ctx: LoadContext) -> list[tuple[int, dict]]:
     """(line number, object) for every non-blank line; bad lines are recorded as errors."""
     key = ("jsonl", path)
-    if key in cx.cache:
-        return cx.cache[key]
+    if key in ctx.cache:
+        return ctx.cache[key]
     out: list[tuple[int, dict]] = []
-    text = read_text(path, cx)
+    text = read_text(path, ctx)
     if text is not None:
         loads = json.loads
         for lineno, line in enumerate(text.split("\n"), 1):
@@ -156,49 +156,49 @@ def read_jsonl(path: Path, cx: LoadContext) -> list[tuple[int, dict]]:
             try:
                 obj = loads(line)
             except json.JSONDecodeError as e:
-                cx.problems.add(
+                ctx.problems.add(
                     f"{path}:{lineno}",
                     f"malformed JSON ({e.msg} at column {e.colno}); each line must be one JSON object",
                 )
                 continue
             if not isinstance(obj, dict):
-                cx.problems.add(f"{path}:{lineno}", f"expected a JSON object, got {type(obj).__name__}")
+                ctx.problems.add(f"{path}:{lineno}", f"expected a JSON object, got {type(obj).__name__}")
                 continue
             out.append((lineno, obj))
-        if not out and not any(p.where.startswith(f"{path}:") for p in cx.problems.errors):
-            cx.problems.add(str(path), "no examples in this file")
-    cx.cache[key] = out
+        if not out and not any(p.where.startswith(f"{path}:") for p in ctx.problems.errors):
+            ctx.problems.add(str(path), "no examples in this file")
+    ctx.cache[key] = out
     return out
 
 
-def read_json(path: Path, cx: LoadContext) -> Any:
+def read_json(path: Path, ctx: LoadContext) -> Any:
     key = ("json", path)
-    if key in cx.cache:
-        return cx.cache[key]
+    if key in ctx.cache:
+        return ctx.cache[key]
     obj = None
-    text = read_text(path, cx)
+    text = read_text(path, ctx)
     if text is not None:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            cx.problems.add(f"{path}:{e.lineno}", f"malformed JSON ({e.msg} at column {e.colno})")
-    cx.cache[key] = obj
+            ctx.problems.add(f"{path}:{e.lineno}", f"malformed JSON ({e.msg} at column {e.colno})")
+    ctx.cache[key] = obj
     return obj
 
 
 _WS = re.compile(r"[ \t\r\n]*")
 
 
-def array_lines(path: Path, key: str, n: int, cx: LoadContext) -> list[int]:
+def array_lines(path: Path, key: str, n: int, ctx: LoadContext) -> list[int]:
     """1-based line of each element of the array stored under ``"key": [...]`` in a JSON file.
 
     Lets messages about pretty-printed JSON name real lines. Falls back to the element's position
     (index + 1) when the array cannot be located unambiguously.
     """
     ck = ("lines", path, key)
-    if ck in cx.cache:
-        return cx.cache[ck]
-    text = read_text(path, cx) or ""
+    if ck in ctx.cache:
+        return ctx.cache[ck]
+    text = read_text(path, ctx) or ""
     dec = json.JSONDecoder()
     result = list(range(1, n + 1))
     for m in re.finditer('"' + re.escape(key) + r'"\s*:\s*\[', text):
@@ -222,7 +222,7 @@ def array_lines(path: Path, key: str, n: int, cx: LoadContext) -> list[int]:
         if len(lines) == n:
             result = lines
             break
-    cx.cache[ck] = result
+    ctx.cache[ck] = result
     return result
 
 
@@ -238,21 +238,21 @@ class BadRow(Exception):
         self.problems = [(message, field), *more]
 
 
-def text_rows(path: Path, cx: LoadContext) -> Iterator[tuple[int, str]]:
+def text_rows(path: Path, ctx: LoadContext) -> Iterator[tuple[int, str]]:
     """(line number, line without its line ending) for every non-blank line of a text file."""
-    text = read_text(path, cx)
+    text = read_text(path, ctx)
     for line, row in enumerate((text or "").split("\n"), 1):
         if row.strip():
             yield line, row.rstrip("\r")
 
 
-def csv_rows(path: Path, cx: LoadContext, header: list[str]) -> Iterator[tuple[int, list[str]]]:
+def csv_rows(path: Path, ctx: LoadContext, header: list[str]) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) for every data row of a CSV file whose first row must be ``header``; rows
     with another number of columns are recorded as problems and skipped."""
     import csv
     import io
 
-    text = read_text(path, cx)
+    text = read_text(path, ctx)
     if text is None:
         return
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -261,7 +261,7 @@ def csv_rows(path: Path, cx: LoadContext, header: list[str]) -> Iterator[tuple[i
         line, start = start, reader.line_num + 1  # a quoted cell may span lines: report where the row starts
         if i == 0:
             if [x.strip() for x in row] != header:
-                cx.problems.add(
+                ctx.problems.add(
                     file_line(path, line),
                     f"expected the header '{','.join(header)}', got {','.join(row)!r:.80}",
                 )
@@ -269,7 +269,7 @@ def csv_rows(path: Path, cx: LoadContext, header: list[str]) -> Iterator[tuple[i
         if not row:
             continue
         if len(row) != len(header):
-            cx.problems.add(
+            ctx.problems.add(
                 file_line(path, line), f"expected {len(header)} columns ({', '.join(header)}), got {len(row)}"
             )
             continue
@@ -280,7 +280,7 @@ def parse_splits(
     files: dict[str, Path],
     rows: Callable[[Path], Iterable[tuple[int, Any]]],
     parse: Callable[[Any], tuple[str, str]],
-    cx: LoadContext,
+    ctx: LoadContext,
 ) -> tuple[dict[str, list[Example]], dict[str, int]]:
     """Each split's examples: ``parse(row) -> (input, output)`` for every row of its file. A row that
     raises :class:`BadRow` is recorded with its file and line; inputs are collapsed to one line, and rows
@@ -289,7 +289,7 @@ def parse_splits(
     splits: dict[str, list[Example]] = {}
     dropped: dict[str, int] = {}
     for split, path in files.items():
-        if read_text(path, cx) is None:
+        if read_text(path, ctx) is None:
             continue
         exs: list[Example] = []
         for line, row in rows(path):
@@ -297,7 +297,7 @@ def parse_splits(
                 inp, out = parse(row)
             except BadRow as bad:
                 for message, fld in bad.problems:
-                    cx.problems.add(file_line(path, line), message, fld)
+                    ctx.problems.add(file_line(path, line), message, fld)
                 continue
             inp = one_line(inp)
             if not inp:

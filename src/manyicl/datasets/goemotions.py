@@ -19,12 +19,12 @@ from .common import (
 _GOEMO_VARIANT = {"goemotions": "original", "goemotions_ekman": "ekman", "goemotions_group": "group"}
 
 
-def load_goemotions(spec: DatasetSpec, cx: LoadContext) -> Task:
-    d = cx.root / "goemotions" / _GOEMO_VARIANT[spec.name]
-    lab_text = read_text(d / "labels.txt", cx)
+def load_goemotions(spec: DatasetSpec, ctx: LoadContext) -> Task:
+    d = ctx.root / "goemotions" / _GOEMO_VARIANT[spec.name]
+    lab_text = read_text(d / "labels.txt", ctx)
     labels = [x.strip() for x in (lab_text or "").splitlines() if x.strip()]
     if lab_text is not None and not labels:
-        cx.problems.add(str(d / "labels.txt"), "no labels (one label name per line)")
+        ctx.problems.add(str(d / "labels.txt"), "no labels (one label name per line)")
 
     def parse(row: str) -> tuple[str, str]:
         parts = row.split("\t")
@@ -41,7 +41,7 @@ def load_goemotions(spec: DatasetSpec, cx: LoadContext) -> Task:
         return parts[0], ", ".join(labels[i] for i in sorted(ids))
 
     files = {s: d / f"{s}.tsv" for s in ("train", "dev", "test")}
-    splits, dropped = parse_splits(files, lambda p: text_rows(p, cx), parse, cx)
+    splits, dropped = parse_splits(files, lambda p: text_rows(p, ctx), parse, ctx)
     noun = "sentiment group" if spec.name == "goemotions_group" else "emotion"
     tmpl = text_template(
         f"You will receive a text input. Your task is to identify every {noun} expressed in the input text "

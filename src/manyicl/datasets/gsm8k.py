@@ -33,9 +33,9 @@ MATH_COT_TEMPLATE = Template(
 _GSM_NUM = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-def load_gsm8k(spec: DatasetSpec, cx: LoadContext) -> Task:
+def load_gsm8k(spec: DatasetSpec, ctx: LoadContext) -> Task:
     cot = spec.name == "gsm8k_cot"
-    d = cx.root / "gsm8k"
+    d = ctx.root / "gsm8k"
 
     def parse(obj: dict) -> tuple[str, str]:
         q, a = obj.get("question"), obj.get("answer")
@@ -55,7 +55,7 @@ def load_gsm8k(spec: DatasetSpec, cx: LoadContext) -> Task:
         return q, "\n".join([*steps, f"#### {final}"])  # type: ignore[return-value]
 
     files = {s: d / f"{s}.jsonl" for s in ("train", "test")}
-    splits, dropped = parse_splits(files, lambda p: read_jsonl(p, cx), parse, cx)
+    splits, dropped = parse_splits(files, lambda p: read_jsonl(p, ctx), parse, ctx)
     notes = [
         "test_socratic.jsonl (same questions as test, Socratic-style solutions) is not used",
         (

@@ -105,11 +105,11 @@ def _scalar_str(v: Any) -> str | None:
     return None
 
 
-def load_metaicl(spec: DatasetSpec, cx: LoadContext) -> Task:
+def load_metaicl(spec: DatasetSpec, ctx: LoadContext) -> Task:
     task = spec.name.split(":", 1)[1]
-    d = cx.root / _METAICL / task
-    meta = _metaicl_meta(cx.root, cx.cache)
-    cfg = _metaicl_task_config(cx.root, task, meta)
+    d = ctx.root / _METAICL / task
+    meta = _metaicl_meta(ctx.root, ctx.cache)
+    cfg = _metaicl_task_config(ctx.root, task, meta)
     files: dict[str, Path] = {"train": d / f"{task}{_METAICL_TRAIN}", "dev": d / f"{task}{_METAICL_DEV}"}
     test = _metaicl_test_file(d, task) if d.is_dir() else None
     if test is not None:
@@ -120,22 +120,22 @@ def load_metaicl(spec: DatasetSpec, cx: LoadContext) -> Task:
     any_options = False
     for split, path in files.items():
         exs: list[Example] = []
-        for line, obj in read_jsonl(path, cx):
+        for line, obj in read_jsonl(path, ctx):
             where = file_line(path, line)
             inp, out = _scalar_str(obj.get("input")), _scalar_str(obj.get("output"))
             if inp is None:
-                cx.problems.add(where, f"missing or not text ({type(obj.get('input')).__name__})", "input")
+                ctx.problems.add(where, f"missing or not text ({type(obj.get('input')).__name__})", "input")
             if out is None:
-                cx.problems.add(where, f"missing or not text ({type(obj.get('output')).__name__})", "output")
+                ctx.problems.add(where, f"missing or not text ({type(obj.get('output')).__name__})", "output")
             raw_opts = obj.get("options") or []
             opts: list[str] = []
             if not isinstance(raw_opts, list):
-                cx.problems.add(where, f"must be a list, got {type(raw_opts).__name__}", "options")
+                ctx.problems.add(where, f"must be a list, got {type(raw_opts).__name__}", "options")
                 continue
             for o in raw_opts:
                 s = _scalar_str(o)
                 if s is None:
-                    cx.problems.add(where, f"option {o!r:.40} is not text", "options")
+                    ctx.problems.add(where, f"option {o!r:.40} is not text", "options")
                     break
                 s = one_line(s)
                 if s and s not in opts:
@@ -149,7 +149,7 @@ def load_metaicl(spec: DatasetSpec, cx: LoadContext) -> Task:
                     dropped[split] = dropped.get(split, 0) + 1
                     continue
                 if opts and out not in opts:
-                    cx.problems.add(
+                    ctx.problems.add(
                         where,
                         f"gold output {out!r:.60} is not one of the options {opts[:6]!r:.120}",
                         "options",

@@ -38,13 +38,13 @@ def shared_catalog(data_dir: Path) -> list[SharedTask]:
     return [SharedTask(s.name, s.category, s.dataset, s.description) for s in available_specs(Path(data_dir))]
 
 
-def _load_spec(spec: DatasetSpec, cx: LoadContext) -> Task | None:
-    n_before = len(cx.problems.errors)
-    task = spec.loader(spec, cx)
-    validate_task(task, cx.problems, where=f"{cx.root / spec.dataset} ({spec.name})")
+def _load_spec(spec: DatasetSpec, ctx: LoadContext) -> Task | None:
+    n_before = len(ctx.problems.errors)
+    task = spec.loader(spec, ctx)
+    validate_task(task, ctx.problems, where=f"{ctx.root / spec.dataset} ({spec.name})")
     if any(not lab for lab in task.labels):
-        cx.problems.add(spec.name, "a label is empty", "labels")
-    return task if len(cx.problems.errors) == n_before else None
+        ctx.problems.add(spec.name, "a label is empty", "labels")
+    return task if len(ctx.problems.errors) == n_before else None
 
 
 def _unknown(name: str, specs: list[DatasetSpec], data_dir: Path, c: Collector) -> None:
@@ -68,18 +68,18 @@ def load_shared_tasks(data_dir: Path, names: list[str] | None = None) -> list[Ta
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise TaskFormatError.single(str(data_dir), "shared data folder not found; set MANYICL_DATA")
-    cx = LoadContext(root=data_dir)
-    specs = available_specs(data_dir, cx.cache)
+    ctx = LoadContext(root=data_dir)
+    specs = available_specs(data_dir, ctx.cache)
     by_name = {s.name: s for s in specs}
     wanted = list(by_name) if names is None else list(dict.fromkeys(names))
     tasks: list[Task] = []
     for n in wanted:
         spec = by_name.get(n)
         if spec is None:
-            _unknown(n, specs, data_dir, cx.problems)
+            _unknown(n, specs, data_dir, ctx.problems)
             continue
-        task = _load_spec(spec, cx)
+        task = _load_spec(spec, ctx)
         if task is not None:
             tasks.append(task)
-    cx.problems.raise_if_any(TaskFormatError, title=f"invalid task data in {data_dir}")
+    ctx.problems.raise_if_any(TaskFormatError, title=f"invalid task data in {data_dir}")
     return tasks

@@ -15,8 +15,8 @@ from .common import (
 )
 
 
-def load_sst2(spec: DatasetSpec, cx: LoadContext) -> Task:
-    d = cx.root / "sst2"
+def load_sst2(spec: DatasetSpec, ctx: LoadContext) -> Task:
+    d = ctx.root / "sst2"
     names = {"0": "negative", "1": "positive"}
 
     def parse(row: str) -> tuple[str, str]:
@@ -26,7 +26,7 @@ def load_sst2(spec: DatasetSpec, cx: LoadContext) -> Task:
         return sent, names[lab]
 
     files = {s: d / f"stsa.binary.{s}" for s in ("train", "dev", "test")}
-    splits, dropped = parse_splits(files, lambda p: text_rows(p, cx), parse, cx)
+    splits, dropped = parse_splits(files, lambda p: text_rows(p, ctx), parse, ctx)
     tmpl = text_template(
         "You will receive a text input. Your task is to classify the sentiment of the input text.",
         "Sentiment:",

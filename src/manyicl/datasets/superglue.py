@@ -20,19 +20,19 @@ _SUPERGLUE_LABELS = {
 }
 
 
-def load_superglue(spec: DatasetSpec, cx: LoadContext) -> Task:
-    d = cx.root / spec.name
+def load_superglue(spec: DatasetSpec, ctx: LoadContext) -> Task:
+    d = ctx.root / spec.name
     allowed = _SUPERGLUE_LABELS[spec.name]
     splits: dict[str, list[Example]] = {}
     dropped: dict[str, int] = {}
     files = {"train": d / "train.jsonl", "test": d / "val.jsonl"}
     for split, path in files.items():
         exs: list[Example] = []
-        for line, obj in read_jsonl(path, cx):
+        for line, obj in read_jsonl(path, ctx):
             ok = True
             for k in ("premise", "hypothesis", "label"):
                 if not isinstance(obj.get(k), str):
-                    cx.problems.add(
+                    ctx.problems.add(
                         file_line(path, line), f"missing or not a string ({type(obj.get(k)).__name__})", k
                     )
                     ok = False
@@ -40,7 +40,7 @@ def load_superglue(spec: DatasetSpec, cx: LoadContext) -> Task:
                 continue
             label = obj["label"].strip().replace("_", " ")
             if label not in allowed:
-                cx.problems.add(
+                ctx.problems.add(
                     file_line(path, line), f"label {obj['label']!r} is not one of {list(allowed)}", "label"
                 )
                 continue

@@ -24,8 +24,8 @@ _TREC = {
 }
 
 
-def load_trec(spec: DatasetSpec, cx: LoadContext) -> Task:
-    d = cx.root / "trec"
+def load_trec(spec: DatasetSpec, ctx: LoadContext) -> Task:
+    d = ctx.root / "trec"
 
     def parse(row: str) -> tuple[str, str]:
         head, _, q = row.partition(" ")
@@ -37,7 +37,7 @@ def load_trec(spec: DatasetSpec, cx: LoadContext) -> Task:
         return q, _TREC[coarse]
 
     files = {s: d / f"{s}.txt" for s in ("train", "test")}
-    splits, dropped = parse_splits(files, lambda p: text_rows(p, cx), parse, cx)
+    splits, dropped = parse_splits(files, lambda p: text_rows(p, ctx), parse, ctx)
     tmpl = text_template(
         "You will receive a question. Your task is to classify the type of answer the question asks for.",
         "Type:",
