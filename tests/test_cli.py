@@ -28,8 +28,14 @@ TINY_QS = [
 ]
 
 
-def test_quickstart_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
+def test_quickstart_runs_end_to_end_on_the_tiny_model(tmp_path, capsys, caplog):
+    import logging
+
     assert main(["-q", "quickstart", "--output", str(tmp_path / "qs"), *TINY_QS]) == 0
+    info = [
+        r.getMessage() for r in caplog.records if r.name.startswith("manyicl") and r.levelno < logging.WARNING
+    ]
+    assert info == [], info[:3]  # -q: "only warnings and results"
     out = capsys.readouterr().out
     assert "manyicl" in out and "report:" in out
     from manyicl.cli import SUMMARY_HEADER

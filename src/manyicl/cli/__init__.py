@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     _stop_signals_interrupt()
     parser = build_parser()
     a = parse_args(parser, argv)
+    import logging
+
+    logger = logging.getLogger("manyicl")
+    level = logger.level
     _setup_logging(not a.quiet)
     try:
         return a.func(a)
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `manyicl tasks list | head`
         sys.stderr.close()
         return 0
+    finally:  # main() called from Python (tests, notebooks) leaves the caller's log level as it was
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr
     )
-    logging.getLogger("manyicl").setLevel(logging.INFO)
+    logging.getLogger("manyicl").setLevel(logging.INFO if verbose else logging.WARNING)  # -q: no info lines
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
