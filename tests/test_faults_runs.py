@@ -73,6 +73,53 @@ def test_a_stale_lock_with_a_reused_pid_is_not_running(tmp_path):
     assert cells.state("x") == "interrupted"
 
 
+def test_cells_run_computes_a_cell_once_under_its_lock_and_logs_it(tmp_path, caplog):
+    import logging
+
+    cells = Cells(tmp_path)
+    calls = []
+
+    def fn():
+        calls.append(cells.state("a/b"))  # the lock is held while the cell is computed
+        return {"n": len(calls)}
+
+    with caplog.at_level(logging.INFO, logger="manyicl.cells"):
+        assert cells.run("a/b", fn) == {"n": 1}
+    assert calls == ["running"] and cells.state("a/b") == "done"
+    assert not (tmp_path / "cells" / "a" / "b.running").exists()
+    assert [r.getMessage() for r in caplog.records] == ["finished a/b"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="manyicl.cells"):
+        assert cells.run("a/b", fn) == {"n": 1}  # finished: returned from disk, never redone
+    assert calls == ["running"] and not caplog.records
+    cells.put("empty", {})
+    assert cells.run("empty", fn) == {} and len(calls) == 1  # an empty finished cell is still finished
+
+
+def test_cells_run_saves_nothing_when_the_work_fails_and_redoes_it_next_time(tmp_path, caplog):
+    import logging
+
+    cells = Cells(tmp_path)
+
+    def boom():
+        raise RuntimeError("killed")
+
+    with caplog.at_level(logging.INFO, logger="manyicl.cells"), pytest.raises(RuntimeError, match="killed"):
+        cells.run("x", boom)
+    assert cells.state("x") == "todo" and not caplog.records  # no cell, no lock left, no 'finished'
+    assert not list((tmp_path / "cells").iterdir())
+    assert cells.run("x", lambda: {"ok": True}) == {"ok": True}
+    assert cells.get("x") == {"ok": True}
+
+
+def test_cells_run_redoes_a_finished_cell_that_valid_rejects(tmp_path):
+    cells = Cells(tmp_path)
+    cells.put("ce", {"count": 2})
+    assert cells.run("ce", lambda: {"count": 3}, valid=lambda c: c["count"] == 2) == {"count": 2}
+    assert cells.run("ce", lambda: {"count": 3}, valid=lambda c: c["count"] == 3) == {"count": 3}
+    assert cells.get("ce") == {"count": 3}  # replaced on disk
+
+
 def _exp(tmp_path, *extra):
     return load_config(ExperimentConfig, "experiment_quick", [f"output_dir={tmp_path}", *extra])
 

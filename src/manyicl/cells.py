@@ -2,8 +2,8 @@
 
 ``cells/<key>.json`` holds a finished cell, saved atomically and never redone; ``cells/<key>.running`` marks a
 cell a process is working on, naming that process and its start time so that a stale lock (the process died,
-or its PID now belongs to another process) reads as interrupted. Used by ``experiment``, ``distill`` and
-``icl-preserve``.
+or its PID now belongs to another process) reads as interrupted. :meth:`Cells.run` is the one way a
+workflow does a cell (``experiment``, ``distill`` and ``icl-preserve``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,6 +78,20 @@ class Cells:
             yield
         finally:
             lock.unlink(missing_ok=True)
+
+    def run(self, key: str, fn: Callable[[], dict], valid: Callable[[dict], bool] | None = None) -> dict:
+        """The finished cell ``key``, or ``fn()`` computed under :meth:`working` and saved with :meth:`put`.
+
+        A finished cell that ``valid`` rejects (e.g. one made for another count) is computed again and
+        replaced. If ``fn`` raises, nothing is saved and the lock goes: the cell is left to do (never
+        half-finished) and the error propagates. Logs ``finished <key>`` for each cell it computes."""
+        got = self.get(key)
+        if got is None or (valid is not None and not valid(got)):
+            with self.working(key):
+                got = fn()
+                self.put(key, got)
+            log.info("finished %s", key)
+        return got
 
 
 def _process_start(pid: int) -> float:
