@@ -129,12 +129,15 @@ def test_distill_workflow_on_the_tiny_model(tmp_path):
             "max_length=1024",
         ],
     )
-    report = distill(cfg)
-    text = report.read_text()
+    res = distill(cfg)
+    assert res.report_path == tmp_path / "report.md" and res.output_dir == tmp_path
+    text = res.report_path.read_text()
     assert "claims" in text and "zero-initialised biases" in text
     import json
 
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert res.rows == rows and res.student == "same model"
+    assert any("zero-initialised biases" in n for n in res.notes)
     assert {(r["method"], r["update"]) for r in rows} == {("base", "-"), ("icl", "-")} | {
         (m, u) for m in ("pbft", "cd") for u in ("lora", "bitfit", "full")
     }
@@ -145,9 +148,32 @@ def test_distill_workflow_on_the_tiny_model(tmp_path):
     assert len(list((tmp_path / "plots").glob("*.png"))) == 6
     # a second run continues cell by cell: every cell is finished, nothing is trained or scored again
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")}
-    distill(cfg)
+    assert distill(cfg).rows == rows
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")} == stamps
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == rows
+
+
+def test_teacher_distributions_are_the_teachers_after_the_whole_support_prompt(tok, model):
+    from manyicl.distill import _render, nli_template, teacher_items
+
+    cfg = DistillConfig(prefix="Does the premise entail the hypothesis?")
+    yn = ("yes", "no")
+    supports = [
+        Example("a cat sat\nHypothesis: a cat", "yes", yn),
+        Example("it rains\nHypothesis: dry", "no", yn),
+    ]
+    queries = [Example("dogs bark\nHypothesis: dogs", "yes", yn), Example("x is y\nHypothesis: y", "no", yn)]
+    items = teacher_items(model, tok, cfg, supports, queries)
+    template = nli_template(cfg.prefix)
+    for q, item in zip(queries, items):
+        ids, spans = _render(tok, template, supports + [q], with_prefix=True)  # recomputed from scratch
+        s, e = spans[-1]
+        with torch.no_grad():
+            want = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)[
+                s - 1 : e - 1
+            ]
+        assert item.teacher.shape == want.shape and torch.allclose(item.teacher, want, atol=1e-5)
+        assert item.gold == ids[s:e]
 
 
 def test_accuracy_claims_need_a_teacher_that_can_do_icl():

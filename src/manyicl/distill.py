@@ -244,18 +244,19 @@ def teacher_items(
     teacher, tok, cfg: DistillConfig, supports: list[Example], queries: list[Example]
 ) -> list[Item]:
     """Student inputs for each query, with the teacher's distributions (support prompt cached once)."""
-    from .caching import PromptCache
+    from .scoring import HFScorer
     from .templates import Renderer
 
     template = nli_template(cfg.prefix)
     r = Renderer(tok, template)
     prompt, _ = _render(tok, template, supports, with_prefix=True)
-    pc = PromptCache(teacher, prompt)
+    scorer = HFScorer(teacher, tok)
+    scorer.set_prompt(prompt)
     items = []
     for q in queries:
         (qi,) = r.query_ids([q.input])
         (ti,) = r.target_ids([q.output])
-        dist = pc.continuation_distributions(qi, ti).cpu()
+        dist = scorer.continuation_distributions(qi, ti).cpu()
         s_ids, spans = _render(tok, template, [q], with_prefix=cfg.student_prefix)
         start, end = spans[0]
         items.append(Item(s_ids, list(range(start - 1, end - 1)), s_ids[start:end], dist))
@@ -444,7 +445,21 @@ def claim_folder(cfg: DistillConfig):
     return folder
 
 
-def distill(cfg: DistillConfig) -> Path:
+@dataclass
+class DistillResult:
+    """What ``distill`` did: the report and the rows it is made from."""
+
+    report_path: Path
+    output_dir: Path
+    rows: list[dict]
+    """One per cell (method, update, k): accuracies, inference cost, and training cost and stats."""
+    notes: list[str]
+    """Notes on the runs that the report prints (e.g. biases added for BitFit)."""
+    student: str
+    """The student's shape ("same model" or "first N layers")."""
+
+
+def distill(cfg: DistillConfig) -> DistillResult:
     """Run every (method, update, k) cell; write report.md, results.json/.csv and plots. Resumable."""
     folder = claim_folder(cfg)
     with folder.lock():
@@ -453,7 +468,7 @@ def distill(cfg: DistillConfig) -> Path:
         return _run(cfg, folder.path)
 
 
-def _run(cfg: DistillConfig, out: Path) -> Path:
+def _run(cfg: DistillConfig, out: Path) -> DistillResult:
     from .cells import Cells
     from .modeling import load_model
 
@@ -467,14 +482,8 @@ def _run(cfg: DistillConfig, out: Path) -> Path:
     rows = []
 
     def cell(key: str, fn) -> dict:
-        got = cells.get(key)
-        if got is None:
-            with cells.working(key):
-                got = fn()
-                cells.put(key, got)
-            log.info("finished %s", key)
-        rows.append(got)
-        return got
+        rows.append(cells.run(key, fn))
+        return rows[-1]
 
     student_shape = f"first {cfg.student_layers} layers" if cfg.student_layers else "same model"
     if "base" in cfg.methods:
@@ -531,4 +540,5 @@ def _run(cfg: DistillConfig, out: Path) -> Path:
     from .report import write_distill_report
 
     atomic_write_json(out / "results.json", {"student": student_shape, "rows": rows})
-    return write_distill_report(cfg, rows, sorted(notes), student_shape)
+    report = write_distill_report(cfg, rows, sorted(notes), student_shape)
+    return DistillResult(report, out, rows, sorted(notes), student_shape)

@@ -58,7 +58,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     cfg = _config(a, DistillConfig)
     from ..distill import distill
 
-    print(f"report: {distill(cfg)}")
+    print(f"report: {distill(cfg).report_path}")
     return 0
 
 
