@@ -244,10 +244,18 @@ def test_plan_skips_kl_without_icl_data(tmp_path):
 
 def test_workflow_writes_every_row_and_resumes_without_redoing_cells(tmp_path):
     cfg = _cfg(tmp_path)
-    report = icl_preserve(cfg)
+    res = icl_preserve(cfg)
     out = tmp_path / "ip"
-    text = report.read_text()
+    assert res.report_path == out / "report.md" and res.output_dir == out
+    text = res.report_path.read_text()
     runs = plan_runs(cfg)
+    # the result holds the cells the report is made from
+    assert res.base == json.loads((out / "cells" / "eval" / "base.json").read_text())
+    assert [r["run"]["name"] for r in res.runs] == [r.name for r in runs]
+    for r, spec in zip(res.runs, runs):
+        train_cell = json.loads((out / "cells" / "train" / f"{spec.name}.json").read_text())
+        eval_cell = json.loads((out / "cells" / "eval" / f"{spec.name}.json").read_text())
+        assert r == train_cell | eval_cell
     for r in runs:
         assert f"| {r.label} |" in text, r.label
     assert "No fine-tuning (base)" in text and "ICL drop % best" in text
@@ -268,15 +276,22 @@ def test_workflow_writes_every_row_and_resumes_without_redoing_cells(tmp_path):
     kl_run = next(r for r in data["rows"] if r["kl"] and r["kind"] == "full")
     assert kl_run["mean_kl"] is not None and kl_run["mean_kl"] > 0
 
-    # resume: finished cells are not redone; a deleted eval cell is (and its training is not)
+    # resume: finished cells are not redone; a deleted eval cell is (and its training is not); a deleted
+    # training cell is redone, and so is the evaluation of that training
     cells = out / "cells"
     before = {p: p.stat().st_mtime_ns for p in cells.rglob("*.json")}
     assert len(before) == 1 + 2 * len(runs)
     (cells / "eval" / f"{runs[-1].name}.json").unlink()
-    icl_preserve(cfg)
+    (cells / "train" / f"{runs[0].name}.json").unlink()
+    again = icl_preserve(cfg)
     after = {p: p.stat().st_mtime_ns for p in cells.rglob("*.json")}
     changed = {p.relative_to(cells).as_posix() for p in after if before.get(p) != after[p]}
-    assert changed == {f"eval/{runs[-1].name}.json"}
+    assert changed == {
+        f"eval/{runs[-1].name}.json",
+        f"train/{runs[0].name}.json",
+        f"eval/{runs[0].name}.json",
+    }
+    assert [r["run"]["name"] for r in again.runs] == [r.name for r in runs]
 
 
 def test_held_out_tasks_must_not_be_trained_on(tmp_path):
@@ -285,3 +300,42 @@ def test_held_out_tasks_must_not_be_trained_on(tmp_path):
     cfg = _cfg(tmp_path, "eval.tasks.split=held_in", "eval.tasks.include=[topic_labels]")
     with pytest.raises(ConfigError, match="topic_labels"):
         icl_preserve(cfg)
+
+
+def test_a_folder_with_cells_of_other_settings_is_refused_and_the_study_holds_the_folder(
+    tmp_path, monkeypatch
+):
+    import manyicl.icl_preserve as ip
+    from manyicl.config import dump_yaml
+    from manyicl.errors import ConfigError, ManyICLError
+    from manyicl.fileio import exclusive_lock
+
+    cfg = _cfg(tmp_path)
+    out = tmp_path / "ip"
+    studied = []
+
+    def study(cfg, out):  # instead of the real study: is the folder held while it works?
+        with pytest.raises(ManyICLError, match="in use by pid"):
+            with exclusive_lock(out, "probe"):
+                pass
+        studied.append(cfg.output_dir)
+        return "studied"
+
+    monkeypatch.setattr(ip, "_study", study)
+    assert icl_preserve(cfg) == "studied" and studied == [str(out)]
+    assert (out / "config.yaml").read_text() == dump_yaml(cfg)
+    (out / "cells" / "eval").mkdir(parents=True)
+    (out / "cells" / "eval" / "base.json").write_text("{}")
+    ip.claim_folder(cfg)  # the same settings continue cell by cell
+    ip.claim_folder(_cfg(tmp_path, "finetune=[lora]", "kl_to_base=[0]"))  # which runs: selection only
+    with pytest.raises(ConfigError, match="eval.max_queries: 3 -> 5") as e:
+        icl_preserve(_cfg(tmp_path, "eval.max_queries=5", "mix_ratios=[0,0.2]"))
+    msg = str(e.value)
+    assert "mix_ratios: [0.0, 0.5] -> [0.0, 0.2]" in msg and "output_dir" in msg
+    assert "overwrite=true" not in msg  # icl-preserve has no such setting to offer
+    assert (out / "config.yaml").read_text() == dump_yaml(cfg) and len(studied) == 1  # refused: untouched
+    assert (out / "cells" / "eval" / "base.json").exists()
+    with exclusive_lock(out, "icl-preserve"):  # another process works on the folder
+        with pytest.raises(ManyICLError, match="in use by pid"):
+            icl_preserve(_cfg(tmp_path, "finetune=[lora]"))
+    assert (out / "config.yaml").read_text() == dump_yaml(cfg) and len(studied) == 1  # not its config

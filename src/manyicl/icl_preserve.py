@@ -258,14 +258,10 @@ def _evaluate(ctx: Context, name: str, label: str, model, adapter: str | None) -
 
 
 def _base_cell(ctx: Context) -> dict:
-    key = "eval/base"
-    done = ctx.cells.get(key)
-    if done:
-        return done
-    with ctx.cells.working(key):
-        cell = {"label": "No fine-tuning (base)"} | _evaluate(ctx, "base", "base", ctx.model, None)
-        ctx.cells.put(key, cell)
-        return cell
+    return ctx.cells.run(
+        "eval/base",
+        lambda: {"label": "No fine-tuning (base)"} | _evaluate(ctx, "base", "base", ctx.model, None),
+    )
 
 
 def _train_cfg(ctx: Context, run: RunSpec):
@@ -288,54 +284,54 @@ def _run_cells(ctx: Context, run: RunSpec) -> dict:
     from .train import prepare_model, train
 
     tkey, ekey = f"train/{run.name}", f"eval/{run.name}"
-    tcell, ecell = ctx.cells.get(tkey), ctx.cells.get(ekey)
-    if tcell and ecell:
-        return tcell | ecell
-    full_model = None
-    if not tcell:
-        with ctx.cells.working(tkey):
-            tcfg = _train_cfg(ctx, run)
-            t0 = time.perf_counter()
-            data, comp = mix_windows(ctx.target_data(), ctx.icl_data() if run.ratio else None, run.ratio)
-            build_s = time.perf_counter() - t0
-            if run.kind == "lora":
+    # set when train_cell runs in this call: [the full fine-tuned model, evaluated without a reload] or [None]
+    trained: list = []
 
-                def new_lora(base):
-                    return prepare_model(tcfg, base=base, tokenizer=ctx.tokenizer)[0]
+    def train_cell() -> dict:
+        tcfg = _train_cfg(ctx, run)
+        t0 = time.perf_counter()
+        data, comp = mix_windows(ctx.target_data(), ctx.icl_data() if run.ratio else None, run.ratio)
+        build_s = time.perf_counter() - t0
+        if run.kind == "lora":
 
-                with ctx.session.attached(new_lora) as model:  # the LoRA layers go on exit
-                    res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer)
-                if tcfg.train.gradient_checkpointing:
-                    ctx.model.gradient_checkpointing_disable()
-                ctx.model.eval()
-            else:
-                # a fresh float32 copy of the base (bf16 AdamW updates lose small steps), and a frozen
-                # reference for the KL term
-                fresh, _ = load_model(tcfg.model, tokenizer=ctx.tokenizer)
-                ref = copy.deepcopy(fresh) if run.kl else None
-                model, _ = prepare_model(tcfg, base=fresh, tokenizer=ctx.tokenizer)
-                res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer, ref_model=ref)
-                del ref
-                full_model = model
-            tcell = {
-                "run": {
-                    "kind": run.kind,
-                    "ratio": run.ratio,
-                    "kl": run.kl,
-                    "name": run.name,
-                    "label": run.label,
-                },
-                "final_dir": str(res.final_dir),
-                "build_s": build_s,
-                "mix": comp,
-                "summary": res.summary,
-            }
-            ctx.cells.put(tkey, tcell)
-    with ctx.cells.working(ekey):
+            def new_lora(base):
+                return prepare_model(tcfg, base=base, tokenizer=ctx.tokenizer)[0]
+
+            with ctx.session.attached(new_lora) as model:  # the LoRA layers go on exit
+                res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer)
+            if tcfg.train.gradient_checkpointing:
+                ctx.model.gradient_checkpointing_disable()
+            ctx.model.eval()
+            trained.append(None)
+        else:
+            # a fresh float32 copy of the base (bf16 AdamW updates lose small steps), and a frozen
+            # reference for the KL term
+            fresh, _ = load_model(tcfg.model, tokenizer=ctx.tokenizer)
+            ref = copy.deepcopy(fresh) if run.kl else None
+            model, _ = prepare_model(tcfg, base=fresh, tokenizer=ctx.tokenizer)
+            res = train(tcfg, data=data, model=model, tokenizer=ctx.tokenizer, ref_model=ref)
+            del ref
+            trained.append(model)
+        return {
+            "run": {
+                "kind": run.kind,
+                "ratio": run.ratio,
+                "kl": run.kl,
+                "name": run.name,
+                "label": run.label,
+            },
+            "final_dir": str(res.final_dir),
+            "build_s": build_s,
+            "mix": comp,
+            "summary": res.summary,
+        }
+
+    def eval_cell() -> dict:
         if run.kind == "lora":
             ecell = _evaluate(ctx, run.name, run.name, ctx.model, tcell["final_dir"])
         else:
             dtype = ctx.cfg.train.model.dtype
+            full_model = trained.pop() if trained else None
             if full_model is None:
                 full_model, _ = load_model(
                     replace(ctx.cfg.train.model, name_or_path=tcell["final_dir"], adapter=None),
@@ -348,7 +344,12 @@ def _run_cells(ctx: Context, run: RunSpec) -> dict:
             del full_model
             gc.collect()
         ecell["eval_dtype"] = ctx.cfg.train.model.dtype
-        ctx.cells.put(ekey, ecell)
+        return ecell
+
+    tcell = ctx.cells.run(tkey, train_cell)
+    # an evaluation describes the training before it: when the training is (re)done, so is its evaluation
+    ecell = ctx.cells.run(ekey, eval_cell, valid=lambda _: not trained)
+    trained.clear()
     return tcell | ecell
 
 
@@ -357,13 +358,85 @@ def _run_cells(ctx: Context, run: RunSpec) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def icl_preserve(cfg: ICLPreserveConfig) -> Path:
+_SELECTION = ("output_dir", "finetune", "kl_to_base")
+"""Settings that choose which runs are done, not what a run computes (a continued study may change them).
+``mix_ratios`` is not one: the largest ratio sets how many ICL windows are built for every run."""
+
+_SET_PER_CELL = (
+    "train.output_dir", "train.resume", "train.lora.enabled", "train.optim.kl_to_base",
+    "train.data.shots", "train.data.objective",
+    "eval.output_dir", "eval.resume", "eval.plots", "eval.save_prompt_caches", "eval.adapters", "eval.model",
+)  # fmt: skip
+"""Settings every cell replaces with its own (``_train_cfg``, ``_eval_cfgs``): they change no number."""
+
+
+def settings_drift(old: dict, cfg: ICLPreserveConfig) -> list[str]:
+    """Settings that differ between the run that made a folder's cells and ``cfg`` (selection keys and
+    the settings each cell sets itself aside)."""
+    from .config import to_dict
+    from .runs import settings_drift as drift
+
+    return drift(
+        old, to_dict(cfg), ignore=_SELECTION + _SET_PER_CELL, keep_whole=("eval.adapters", "eval.model")
+    )
+
+
+def claim_folder(cfg: ICLPreserveConfig):
+    """The output folder under the shared run policy (``runs.RunFolder``): finished cells made with the
+    same settings are kept (the study continues cell by cell); cells made with other settings are
+    refused. Returns the folder, to hold its lock while the study works."""
+    from .fileio import check_output_dir, load_yaml
+    from .runs import RunFolder, describe_drift
+
+    out = check_output_dir(cfg.output_dir)
+    folder = RunFolder(
+        out,
+        "icl-preserve",
+        {"cells": lambda p: p.is_dir() and any(p.rglob("*.json"))},
+        owned=("cells", "train", "eval_runs", "plots", "results.json", "results.csv", "report.md"),
+    )
+    prev = out / "config.yaml"
+    if folder.previous() and prev.exists():
+        try:
+            old = load_yaml(prev.read_text(encoding="utf-8")) or {}
+        except Exception:
+            old = None
+        drift = settings_drift(old, cfg) if isinstance(old, dict) else ["config.yaml unreadable"]
+        if drift:
+            # RunFolder.claim would offer overwrite=true, which ICLPreserveConfig does not have (yet)
+            raise ConfigError.single(
+                "output_dir",
+                f"{out} holds an icl-preserve run made with other settings ({describe_drift(drift)}); "
+                "reusing it would report numbers these settings did not produce: restore those settings, "
+                f"delete {out} to discard it, or choose another output_dir",
+            )
+    return folder
+
+
+@dataclass
+class ICLPreserveResult:
+    """What ``icl_preserve`` did: the report and the cells it is made from."""
+
+    report_path: Path
+    output_dir: Path
+    base: dict
+    """The base model's evaluation cell (no fine-tuning): held-out curves and target accuracy."""
+    runs: list[dict]
+    """One per run (``plan_runs`` order): its training cell merged with its evaluation cell."""
+
+
+def icl_preserve(cfg: ICLPreserveConfig) -> ICLPreserveResult:
     """Run (or continue) every run of the study, then write report.md, results.json/csv and plots."""
+    folder = claim_folder(cfg)
+    with folder.lock():
+        cfg = replace(cfg, output_dir=str(folder.path))
+        atomic_write_text(folder.path / "config.yaml", dump_yaml(cfg))
+        return _study(cfg, folder.path)
+
+
+def _study(cfg: ICLPreserveConfig, out: Path) -> ICLPreserveResult:
     from .cells import Cells
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     target_tasks = load_tasks(cfg.train.data.tasks)
     icl_tasks = load_tasks(cfg.icl_tasks)
     heldout_tasks = load_tasks(cfg.eval.tasks)
@@ -386,4 +459,4 @@ def icl_preserve(cfg: ICLPreserveConfig) -> Path:
     for run in runs:
         results.append(_run_cells(ctx, run))
         log.info("finished %s (%.0f s into this run)", run.name, time.perf_counter() - t_start)
-    return write_report(cfg, base, results)
+    return ICLPreserveResult(write_report(cfg, base, results), out, base, results)

@@ -66,7 +66,7 @@ def cmd_icl_preserve(a: argparse.Namespace) -> int:
     cfg = _config(a, ICLPreserveConfig)
     from ..icl_preserve import icl_preserve
 
-    print(f"report: {icl_preserve(cfg)}")
+    print(f"report: {icl_preserve(cfg).report_path}")
     return 0
 
 
