@@ -41,8 +41,8 @@ def _cfg(tmp_path, *extra):
 
 def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys):
     cfg = _cfg(tmp_path)
-    report = experiment(cfg)
-    text = report.read_text()
+    res = experiment(cfg)
+    text = res.report_path.read_text()
     for needle in (
         "Table 4",
         "Figure 5",
@@ -54,6 +54,13 @@ def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys
     ):
         assert needle in text, needle
     out = tmp_path / "exp"
+    assert res.report_path == out / "report.md" and res.output_dir == out
+    finished = res.finished(cfg)  # the cells the report was made from: every cell of the plan
+    on_disk = {
+        p.relative_to(out / "cells").with_suffix("").as_posix() for p in (out / "cells").rglob("*.json")
+    }
+    assert set(finished) == set(res.plan.keys(cfg)) == on_disk
+    assert finished["train/zero_shot"] == json.loads((out / "cells" / "train" / "zero_shot.json").read_text())
     assert (out / "results.csv").exists() and (out / "plots" / "intent_many_0.png").exists()
     data = json.loads((out / "results.json").read_text())
     # claims are computed verdicts, one of three words, each with its evidence
@@ -155,3 +162,38 @@ def test_equal_tokens_experiment_logs_validation_and_stops_task_level_early(tmp_
     assert set(data["heldout_ce"]) == {"no_ft", "zero_shot", "many_shot_all"}
     text = (tmp_path / "exp" / "report.md").read_text()
     assert "Did training converge?" in text and "Fixed cached prompt vs fresh demonstrations" in text
+
+
+def test_a_heldout_ce_cell_made_for_another_sequence_count_is_redone(tmp_path, tok, model):
+    from manyicl.experiment import Context, _ce_cell
+    from manyicl.session import ModelSession
+
+    from conftest import toy_task
+
+    cells = Cells(tmp_path)
+    session = ModelSession(model, tok, "tiny-random-llama")
+    task = toy_task(12, "held")
+    cfg = _cfg(tmp_path, "heldout_ce_sequences=1", "train.data.max_length=64")
+    ctx = Context(cfg, tmp_path, cells, session, [], [task])
+    first = _ce_cell(ctx, "ce/no_ft", None)
+    assert first["sequences_per_task"] == 1 and len(first["rows"]) == 1
+    stamp = (tmp_path / "cells" / "ce" / "no_ft.json").stat().st_mtime_ns
+    assert _ce_cell(ctx, "ce/no_ft", None) == first  # the same count: kept, not redone
+    assert (tmp_path / "cells" / "ce" / "no_ft.json").stat().st_mtime_ns == stamp
+    cfg2 = _cfg(tmp_path, "heldout_ce_sequences=2", "train.data.max_length=64")
+    again = _ce_cell(Context(cfg2, tmp_path, cells, session, [], [task]), "ce/no_ft", None)
+    assert again["sequences_per_task"] == 2 and len(again["rows"]) == 2
+    assert cells.get("ce/no_ft") == again  # replaced on disk
+
+
+def test_an_experiment_result_gives_the_finished_cells_of_its_plan(tmp_path):
+    from manyicl.experiment import ExperimentResult, Plan
+
+    cfg = _cfg(tmp_path, "ablation.categories=[]")
+    plan = Plan(["no_ft", "zero_shot"], ["t"], {}, [])
+    cells = Cells(tmp_path)
+    cells.put("train/zero_shot", {"final_dir": "x"})
+    cells.put("eval/no_ft/t", {"rows": []})
+    cells.put("eval/other/t", {"rows": [1]})  # not part of this plan
+    res = ExperimentResult(tmp_path / "report.md", tmp_path, plan, cells)
+    assert res.finished(cfg) == {"train/zero_shot": {"final_dir": "x"}, "eval/no_ft/t": {"rows": []}}

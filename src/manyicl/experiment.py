@@ -126,6 +126,24 @@ def status_view(cfg: ExperimentConfig, plan: Plan, cells: Cells, width: int = 10
     return "\n".join(lines)
 
 
+@dataclass
+class ExperimentResult:
+    """What ``experiment`` did: the report and the cells it is made from."""
+
+    report_path: Path
+    """``report.md`` (not written by ``status_only``, nor by the ranks other than 0 under torchrun)."""
+    output_dir: Path
+    plan: Plan
+    """Every cell of the experiment (``plan.keys(cfg)``), finished or not."""
+    cells: Cells
+    """The finished cells on disk: the report reads only these."""
+
+    def finished(self, cfg: ExperimentConfig) -> dict[str, dict]:
+        """Key -> finished cell, for every cell of the plan that is finished."""
+        got = {k: self.cells.get(k) for k in self.plan.keys(cfg)}
+        return {k: v for k, v in got.items() if v is not None}
+
+
 # --------------------------------------------------------------------------------------------
 # Running cells
 # --------------------------------------------------------------------------------------------
@@ -225,10 +243,7 @@ def _train_cell(
     from .data import build_training_data
     from .train import prepare_model, train
 
-    done = ctx.cells.get(key)
-    if done:
-        return done
-    with ctx.cells.working(key):
+    def compute() -> dict:
         loop = _loop_cfg(ctx, method)
         if method != "task_level":
             loop = replace(loop, early_stopping_patience=0)
@@ -254,9 +269,9 @@ def _train_cell(
         if tcfg.train.gradient_checkpointing:
             ctx.model.gradient_checkpointing_disable()
         ctx.model.eval()
-        cell = {"final_dir": str(res.final_dir), "build_s": build_s, "summary": res.summary}
-        ctx.cells.put(key, cell)
-        return cell
+        return {"final_dir": str(res.final_dir), "build_s": build_s, "summary": res.summary}
+
+    return ctx.cells.run(key, compute)
 
 
 def _safe_name(name: str) -> str:
@@ -323,10 +338,10 @@ def _eval_cell(
 ) -> dict:
     from .evaluate import evaluate
 
-    done = ctx.cells.get(key)
-    if done or not _main_process():
-        return done or {}
-    with ctx.cells.working(key):
+    if not _main_process():
+        return ctx.cells.get(key) or {}
+
+    def compute() -> dict:
         ecfg = replace(
             ctx.cfg.eval,
             model=replace(ctx.cfg.train.model, adapter=None),  # the model that actually ran
@@ -339,24 +354,24 @@ def _eval_cell(
             **overrides,
         )
         res = evaluate(ecfg, model=ctx.model, tokenizer=ctx.tokenizer, tasks=[task])
-        cell = {
+        return {
             "rows": res.rows,
             "summary": res.summary,
             "predictions": res.predictions,
             "tasks": res.tasks,
             "scoring_dtype": res.scoring_dtype,
         }
-        ctx.cells.put(key, cell)
-        return cell
+
+    return ctx.cells.run(key, compute)
 
 
 def _ppl_cell(ctx: Context, key: str, label: str, adapter: str | None) -> dict:
     from .perplexity import perplexity
 
-    done = ctx.cells.get(key)
-    if done or not _main_process():
-        return done or {}
-    with ctx.cells.working(key):
+    if not _main_process():
+        return ctx.cells.get(key) or {}
+
+    def compute() -> dict:
         pcfg = replace(
             ctx.cfg.perplexity,
             output_dir=str(ctx.out / "perplexity_runs" / label),
@@ -365,9 +380,9 @@ def _ppl_cell(ctx: Context, key: str, label: str, adapter: str | None) -> dict:
             progress=False,
         )
         res = perplexity(pcfg, model=ctx.model, tokenizer=ctx.tokenizer)
-        cell = {"rows": res.rows}
-        ctx.cells.put(key, cell)
-        return cell
+        return {"rows": res.rows}
+
+    return ctx.cells.run(key, compute)
 
 
 def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
@@ -378,12 +393,14 @@ def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
     from .templates import tokenize_task
     from .train import validation_loss
 
-    done = ctx.cells.get(key)
-    if done and done.get("sequences_per_task") != ctx.cfg.heldout_ce_sequences:
-        done = None
-    if done or not _main_process():
-        return done or {}
-    with ctx.cells.working(key):
+    def current(cell: dict) -> bool:  # a cell made for another count is redone
+        return cell.get("sequences_per_task") == ctx.cfg.heldout_ce_sequences
+
+    if not _main_process():
+        done = ctx.cells.get(key)
+        return done if done and current(done) else {}
+
+    def compute() -> dict:
         import numpy as np
         import torch
 
@@ -425,9 +442,9 @@ def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
         finally:
             if next(ctx.model.parameters()).dtype != orig:
                 ctx.model.to(orig)
-        cell = {"rows": out, "sequences_per_task": ctx.cfg.heldout_ce_sequences}
-        ctx.cells.put(key, cell)
-        return cell
+        return {"rows": out, "sequences_per_task": ctx.cfg.heldout_ce_sequences}
+
+    return ctx.cells.run(key, compute, valid=current)
 
 
 # Settings that only choose WHICH cells run (or how they are shown): changing them keeps finished cells valid.
@@ -472,8 +489,10 @@ def check_settings(out: Path, cfg: ExperimentConfig) -> None:
         folder.claim(resume=True, overwrite=cfg.overwrite, drift=drift, drift_field="output_dir")
 
 
-def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bool = False) -> Path:
-    """Run (or continue) every cell of the experiment, then write the report; returns report.md.
+def experiment(
+    cfg: ExperimentConfig, status_only: bool = False, report_only: bool = False
+) -> ExperimentResult:
+    """Run (or continue) every cell of the experiment, then write the report.
 
     ``status_only`` prints the cell grid and does nothing else; ``report_only`` writes the report from
     the cells finished so far (e.g. while another process is still working on the rest)."""
@@ -486,11 +505,11 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
     plan = make_plan(cfg, held_out)
     if status_only:
         print(status_view(cfg, plan, cells))
-        return out / "report.md"
+        return ExperimentResult(out / "report.md", out, plan, cells)
     if report_only:
         from .experiment_report import write_experiment_report
 
-        return write_experiment_report(cfg, plan, cells)
+        return ExperimentResult(write_experiment_report(cfg, plan, cells), out, plan, cells)
     from .fileio import check_output_dir
 
     out = check_output_dir(cfg.output_dir)
@@ -584,8 +603,8 @@ def experiment(cfg: ExperimentConfig, status_only: bool = False, report_only: bo
             show(key)
     _barrier()
     if not _main_process():
-        return out / "report.md"
+        return ExperimentResult(out / "report.md", out, plan, cells)
     print(status_view(cfg, plan, cells), flush=True)
     from .experiment_report import write_experiment_report
 
-    return write_experiment_report(cfg, plan, cells)
+    return ExperimentResult(write_experiment_report(cfg, plan, cells), out, plan, cells)

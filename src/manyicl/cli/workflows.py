@@ -48,9 +48,9 @@ def cmd_experiment(a: argparse.Namespace) -> int:
     cfg = _config(a, ExperimentConfig)
     from ..experiment import experiment
 
-    report = experiment(cfg, status_only=a.status, report_only=a.report)
+    res = experiment(cfg, status_only=a.status, report_only=a.report)
     if not a.status:
-        print(f"report: {report}")
+        print(f"report: {res.report_path}")
     return 0
 
 
