@@ -87,7 +87,7 @@ def test_cells_run_computes_a_cell_once_under_its_lock_and_logs_it(tmp_path, cap
         assert cells.run("a/b", fn) == {"n": 1}
     assert calls == ["running"] and cells.state("a/b") == "done"
     assert not (tmp_path / "cells" / "a" / "b.running").exists()
-    assert [r.getMessage() for r in caplog.records] == ["finished a/b"]
+    assert [r.getMessage() for r in caplog.records] == ["finished a/b in 0 s"]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="manyicl.cells"):
         assert cells.run("a/b", fn) == {"n": 1}  # finished: returned from disk, never redone

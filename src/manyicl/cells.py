@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,13 +85,15 @@ class Cells:
 
         A finished cell that ``valid`` rejects (e.g. one made for another count) is computed again and
         replaced. If ``fn`` raises, nothing is saved and the lock goes: the cell is left to do (never
-        half-finished) and the error propagates. Logs ``finished <key>`` for each cell it computes."""
+        half-finished) and the error propagates. Logs ``finished <key> in N s`` for each cell it computes
+        (nothing for one already done)."""
         got = self.get(key)
         if got is None or (valid is not None and not valid(got)):
+            t0 = time.perf_counter()
             with self.working(key):
                 got = fn()
                 self.put(key, got)
-            log.info("finished %s", key)
+            log.info("finished %s in %.0f s", key, time.perf_counter() - t0)
         return got
 
 

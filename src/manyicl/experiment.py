@@ -517,10 +517,6 @@ def experiment(
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     ctx = Context(cfg, out, cells, ModelSession.load(cfg.train.model), held_in, held_out)
     print(status_view(cfg, plan, cells), flush=True)
-    t_start = time.perf_counter()
-
-    def show(done_key: str) -> None:
-        log.info("finished %s (%.0f s into this run)", done_key, time.perf_counter() - t_start)
 
     adapters: dict[str, str | None] = {"no_ft": None}
     for m in plan.methods:
@@ -529,7 +525,6 @@ def experiment(
             dcfg = _method_data_cfg(ctx, m, len(held_in))
             cell = _train_cell(ctx, key, out / "train" / m, dcfg, held_in, m)
             adapters[m] = cell["final_dir"]
-            show(key)
     task_level: dict[str, str] = {}
     if "task_level" in plan.methods:
         for t in held_out:
@@ -548,7 +543,6 @@ def experiment(
                 val_split=cfg.eval.demo_split,
             )
             task_level[t.name] = cell["final_dir"]
-            show(key)
             if not _distributed():  # one process: evaluate at once, so the adapter is not needed later
                 _eval_cell(ctx, f"eval/task_level/{t.name}", "task_level", cell["final_dir"], t, shots=[0])
     loco_adapters: dict[tuple[str, str], str] = {}
@@ -559,7 +553,6 @@ def experiment(
             dcfg = _method_data_cfg(ctx, m, len(held_in))  # the same total budget as with every category
             cell = _train_cell(ctx, key, out / "loco" / cat / m, dcfg, tasks, m)
             loco_adapters[(cat, m)] = cell["final_dir"]
-            show(key)
     pairs = [(m, t) for m in plan.methods for t in held_out]
     if cfg.eval_order == "by_task":  # every method on a task before the next task: paired results early
         pairs = [(m, t) for t in _families_interleaved(held_out) for m in plan.methods]
@@ -569,21 +562,17 @@ def experiment(
             _eval_cell(ctx, key, m, task_level[t.name], t, shots=[0])
         else:
             _eval_cell(ctx, key, m, adapters.get(m), t)
-        show(key)
     for cat, names in plan.loco.items():
         for m in cfg.ablation.methods:
             for t in [t for t in held_out if t.name in names]:
                 key = f"loco/{cat}/eval/{m}/{t.name}"
                 _eval_cell(ctx, key, f"{m}_without_{cat}", loco_adapters[(cat, m)], t)
-                show(key)
     for m in plan.ppl_models:
         key = f"ppl/{m}"
         _ppl_cell(ctx, key, m, adapters.get(m))
-        show(key)
     for m in plan.ce_models:
         key = f"ce/{m}"
         _ce_cell(ctx, key, adapters.get(m))
-        show(key)
     check_model = "many_shot_all" if "many_shot_all" in adapters else "no_ft"
     for t in [t for t in held_out if t.name in plan.demos_check]:
         for mode in ("per_seed", "per_query"):
@@ -600,7 +589,6 @@ def experiment(
                 max_queries=cfg.demos_check_queries,
                 dev_queries=0,
             )
-            show(key)
     _barrier()
     if not _main_process():
         return ExperimentResult(out / "report.md", out, plan, cells)
