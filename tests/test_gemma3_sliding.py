@@ -203,12 +203,12 @@ def test_saved_cache_round_trips_and_refuses_a_wrong_layout(tmp_path, tok, gemma
 
 
 def _seq(n: int, seed: int):
-    from manyicl.packing import Sequence
+    from manyicl.packing import TrainingSequence
 
     ids = np.asarray(_rand(n, seed), dtype=np.int64)
     mask = np.zeros(n, dtype=bool)
     mask[n // 3 :] = True  # many supervised tokens, far past the window from the sequence start
-    return Sequence(ids, mask, "t", [n], 0, 1)
+    return TrainingSequence(ids, mask, "t", [n], 0, 1)
 
 
 @pytest.mark.parametrize("layout", ["row", "rows"])

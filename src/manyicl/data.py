@@ -11,7 +11,7 @@ import numpy as np
 
 from .config import DataConfig, TaskSourceConfig
 from .errors import Collector, ConfigError, TaskFormatError
-from .packing import BuildStats, Sequence, Window, build_task_sequences, pack_windows
+from .packing import BuildStats, TrainingSequence, Window, build_task_sequences, pack_windows
 from .tasks import Task, load_task_dirs, validate_task
 from .templates import tokenize_task
 
@@ -142,16 +142,16 @@ class TrainingData:
     stats: BuildStats
 
     @property
-    def sequences(self) -> list[Sequence]:
+    def sequences(self) -> list[TrainingSequence]:
         return [s for w in self.windows for s in w.sequences]
 
 
 def build_training_data(tasks: list[Task], tokenizer, cfg: DataConfig, tag: str = "") -> TrainingData:
     """Tokenize each task once, sample its sequences, shuffle all tasks together, pack windows.
 
-    ``tag`` is set on every sequence (``Sequence.tag``), e.g. ``icl`` for data mixed in as ICL format."""
+    ``tag`` is set on every sequence (``TrainingSequence.tag``), e.g. ``icl`` for data mixed in as ICL format."""
     stats = BuildStats(cfg.max_length, cfg.shots, cfg.objective)
-    seqs: list[Sequence] = []
+    seqs: list[TrainingSequence] = []
     c = Collector()
     for task in tasks:
         if not task.has_split(cfg.train_split):

@@ -52,7 +52,7 @@ def supervised_loss_sum(model, batch: Batch, device) -> tuple[torch.Tensor, int]
 
 
 KL_TAG = "icl"
-"""Sequences with this tag (``Sequence.tag``) get the KL-to-base term when ``optim.kl_to_base`` > 0."""
+"""Sequences with this tag (``TrainingSequence.tag``) get the KL-to-base term when ``optim.kl_to_base`` > 0."""
 
 
 def supervised_loss_and_kl(

@@ -83,7 +83,7 @@ def training_order(labels: np.ndarray, rng: np.random.Generator, label_sampling:
 
 
 @dataclass
-class Sequence:
+class TrainingSequence:
     """One task's examples laid end to end, with the tokens that carry loss."""
 
     ids: np.ndarray
@@ -115,7 +115,9 @@ class Sequence:
         return int(self.header_len * len(csum) + csum.sum())
 
 
-def make_sequence(tokenized: TokenizedTask, indices: list[int] | np.ndarray, objective: str) -> Sequence:
+def make_sequence(
+    tokenized: TokenizedTask, indices: list[int] | np.ndarray, objective: str
+) -> TrainingSequence:
     """Concatenate header + the given examples; set the loss mask for ``objective``."""
     body, targets, lens = tokenized.gather(np.asarray(indices, dtype=np.int64))
     h = len(tokenized.header)
@@ -138,7 +140,7 @@ def make_sequence(tokenized: TokenizedTask, indices: list[int] | np.ndarray, obj
         raise ValueError(
             f"unknown objective {objective!r}; use mask_all_targets, mask_last_target or autoregressive"
         )
-    return Sequence(ids, mask, tokenized.task.name, lengths, len(tokenized.header), supervised)
+    return TrainingSequence(ids, mask, tokenized.task.name, lengths, len(tokenized.header), supervised)
 
 
 @dataclass
@@ -157,7 +159,7 @@ class TaskBuildStats:
     pool_exhausted: int = 0
     """Sequences cut short because the task had no unused examples left (no repeats in a sequence)."""
 
-    def add(self, seq: Sequence) -> None:
+    def add(self, seq: TrainingSequence) -> None:
         self.sequences += 1
         self.examples += seq.n_examples
         self.supervised_examples += seq.supervised_examples
@@ -176,7 +178,7 @@ def build_task_sequences(
     supervised_budget: int = 0,
     label_sampling: str = "iid",
     token_budget: int = 0,
-) -> tuple[list[Sequence], TaskBuildStats]:
+) -> tuple[list[TrainingSequence], TaskBuildStats]:
     """Sample ``n_sequences`` sequences of one task (or, with ``supervised_budget``, as many as it takes
     for that many examples to carry loss).
 
@@ -191,7 +193,7 @@ def build_task_sequences(
     stats = TaskBuildStats(
         tokenized.task.name, skipped_overlong=tokenized.skipped, truncated_overlong=tokenized.truncated
     )
-    seqs: list[Sequence] = []
+    seqs: list[TrainingSequence] = []
     if not tokenized.query:
         return seqs, stats
     lengths, labels = tokenized.lengths, tokenized.label_ids
@@ -237,7 +239,7 @@ def build_task_sequences(
 class Window:
     """What one row of a micro-batch holds: one or more sequences, position ids restarting at each."""
 
-    sequences: list[Sequence]
+    sequences: list[TrainingSequence]
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sequences)
@@ -247,14 +249,14 @@ class Window:
         return int(sum(s.loss_mask.sum() for s in self.sequences))
 
 
-def pack_windows(seqs: list[Sequence], max_length: int, pack_short: bool) -> list[Window]:
+def pack_windows(seqs: list[TrainingSequence], max_length: int, pack_short: bool) -> list[Window]:
     """Next-fit packing of sequences into windows of at most ``max_length`` tokens.
 
     The order of ``seqs`` is kept (callers shuffle first, so windows mix tasks). A sequence is
     never split; with ``pack_short`` off every sequence gets its own window.
     """
     windows: list[Window] = []
-    cur: list[Sequence] = []
+    cur: list[TrainingSequence] = []
     used = 0
     for s in seqs:
         if len(s) > max_length:
