@@ -28,6 +28,7 @@ TINY_QS = [
 ]
 
 
+@pytest.mark.slow
 def test_quickstart_runs_end_to_end_on_the_tiny_model(tmp_path, capsys, caplog):
     import logging
 

@@ -107,6 +107,7 @@ def test_binary_nli_views():
     ]  # two-way: neutral means not entailed
 
 
+@pytest.mark.slow
 def test_distill_workflow_on_the_tiny_model(tmp_path):
     from manyicl.distill import distill
     from manyicl.realdata import default_data_dir

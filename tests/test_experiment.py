@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from manyicl.cli import main
 from manyicl.config import ExperimentConfig, load_config
 from manyicl.experiment import Cells, experiment
@@ -39,6 +41,7 @@ def _cfg(tmp_path, *extra):
     )
 
 
+@pytest.mark.slow
 def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys):
     cfg = _cfg(tmp_path)
     res = experiment(cfg)
@@ -133,6 +136,7 @@ def test_budgets_give_every_method_the_same_steps_or_tokens(tmp_path):
     assert _loop_cfg(ctx, "task_level").epochs == cfg.epochs  # task-level FT has its own budget
 
 
+@pytest.mark.slow
 def test_equal_tokens_experiment_logs_validation_and_stops_task_level_early(tmp_path):
     cfg = _cfg(
         tmp_path,

@@ -242,6 +242,7 @@ def test_plan_skips_kl_without_icl_data(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_workflow_writes_every_row_and_resumes_without_redoing_cells(tmp_path):
     cfg = _cfg(tmp_path)
     res = icl_preserve(cfg)

@@ -10,6 +10,7 @@ from manyicl.caching import PromptCache
 lm_eval = pytest.importorskip("lm_eval")
 
 
+@pytest.mark.slow
 def test_option_loglikelihoods_equal_lm_evaluation_harness(tmp_path, tok, model):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM

@@ -25,6 +25,7 @@ def test_render_builds_the_target_mask_while_tokenizing(tok, task):
     assert tok.decode([i for i, m in zip(ids, mask) if m]) == " blue\n"
 
 
+@pytest.mark.slow
 @requires_smollm2
 def test_render_matches_the_real_tokenizer_boundaries():
     """With a BPE tokenizer the target starts at a word boundary, so separate == joint tokenization."""

@@ -261,6 +261,7 @@ def _cli(args, **kw):
     )
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
     from safetensors.torch import load_file
 
@@ -303,6 +304,7 @@ def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
     assert steps == list(range(1, 41))  # the log was rewound to the checkpoint, not duplicated
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_stop_signal_ends_a_background_run_cleanly(tmp_path, sig):
     """`cmd &` starts a job with SIGINT ignored and schedulers send SIGTERM: both must stop the run as

@@ -74,6 +74,7 @@ def test_metaicl_split_reports_absent_tasks():
         resolve_split("bogus", DATA)
 
 
+@pytest.mark.slow
 @needs_data
 def test_paper_split_has_no_leaking_test_examples():
     from manyicl.realdata import load_shared_tasks

@@ -167,6 +167,7 @@ def _run(cmd, cwd, timeout=300):
     return r
 
 
+@pytest.mark.slow
 def test_two_process_ddp_equals_one_process_with_accumulation(tmp_path, task):
     """torchrun (gloo on CPU) with 2 processes x accum 1 == 1 process x accum 2, step for step."""
     import shutil
