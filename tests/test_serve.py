@@ -351,7 +351,6 @@ def test_metrics_and_open_endpoints(world):
     assert {"/v1/tasks", "/v1/tasks/{name}", "/v1/tasks/{name}/predict", "/healthz"} <= set(schema["paths"])
 
 
-@pytest.mark.slow
 def test_restart_after_kill_9_brings_tasks_and_caches_back(world):
     """SIGKILL while a large registration is being built; on restart the finished tasks answer exactly as
     before from their cache files (no prefill), the corrupted one is rebuilt, nothing half-written is left."""
