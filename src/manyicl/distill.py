@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DistillConfig, EvalConfig, dump_yaml
+from .config import DistillConfig, EvalConfig
 from .errors import ManyICLError
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_json
 from .losses import distillation_loss
 from .memory import PeakMemory
 from .optimize import Loss, Optimization, StepBatch, StepResult, run_steps
@@ -462,9 +462,7 @@ class DistillResult:
 def distill(cfg: DistillConfig) -> DistillResult:
     """Run every (method, update, k) cell; write report.md, results.json/.csv and plots. Resumable."""
     folder = claim_folder(cfg)
-    with folder.lock():
-        cfg = replace(cfg, output_dir=str(folder.path))
-        atomic_write_text(folder.path / "config.yaml", dump_yaml(cfg))
+    with folder.started(cfg) as cfg:
         return _run(cfg, folder.path)
 
 

@@ -35,10 +35,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import ICLPreserveConfig, dump_yaml
+from .config import ICLPreserveConfig
 from .data import TrainingData, build_training_data, load_tasks
 from .errors import ConfigError, ManyICLError
-from .fileio import atomic_write_text
 from .icl_preserve_report import (  # the report's public names stay importable from here
     BEST,
     KIND_LABELS,
@@ -428,9 +427,7 @@ class ICLPreserveResult:
 def icl_preserve(cfg: ICLPreserveConfig) -> ICLPreserveResult:
     """Run (or continue) every run of the study, then write report.md, results.json/csv and plots."""
     folder = claim_folder(cfg)
-    with folder.lock():
-        cfg = replace(cfg, output_dir=str(folder.path))
-        atomic_write_text(folder.path / "config.yaml", dump_yaml(cfg))
+    with folder.started(cfg) as cfg:
         return _study(cfg, folder.path)
 
 

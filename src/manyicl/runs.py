@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .fileio import atomic_write_json, exclusive_lock
+from .fileio import atomic_write_json, atomic_write_text, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,19 @@ class RunFolder:
         """Hold the folder for the block: a second process on it is refused with the holder's PID."""
         with exclusive_lock(self.path, self.kind):
             yield self
+
+    @contextmanager
+    def started(self, cfg):
+        """The run prologue every workflow shares: hold the lock, resolve ``output_dir`` to this folder and
+        write ``config.yaml``; yields that config. Called after the settings check (``claim``)."""
+        import dataclasses
+
+        from .configio import dump_yaml
+
+        with self.lock():
+            cfg = dataclasses.replace(cfg, output_dir=str(self.path))
+            atomic_write_text(self.path / "config.yaml", dump_yaml(cfg))
+            yield cfg
 
     def clean_partial(self) -> None:
         """Delete half-written temp files of a killed run (call it holding the lock: nobody else writes)."""
