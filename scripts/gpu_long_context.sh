@@ -15,17 +15,7 @@ set -euo pipefail
 OUT="${1:?usage: scripts/gpu_long_context.sh OUT [--tiny]}"
 MODE="${2:-}"
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if [ -x .venv/bin/python ]; then
-  PY=.venv/bin/python
-else
-  PY=python3
-  export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-  if [ -d .gpu_carry/wheels ]; then "$PY" -m pip install -q --no-index --no-deps .gpu_carry/wheels/*.whl; fi
-fi
-if [ -z "${MANYICL_DATA:-}" ]; then
-  if [ -d .gpu_carry/data ]; then export MANYICL_DATA="$PWD/.gpu_carry/data"; else export MANYICL_DATA="$PWD/../shared/data"; fi
-fi
+source scripts/gpu_common.sh  # offline env, $PY, $MANYICL_DATA
 MODEL="${MANYICL_MODEL:-}"
 [ -z "$MODEL" ] && [ -d .gpu_carry/gemma3 ] && MODEL="$PWD/.gpu_carry/gemma3"
 ARGS=("output_dir=$OUT")

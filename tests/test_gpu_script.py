@@ -12,16 +12,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MANYICL_DATA", ROOT.parent / "shared" / "data"))
 
 
-@pytest.mark.skipif(not (DATA / "rte").is_dir(), reason="needs the shared data (../shared/data)")
-def test_gpu_paper_small_tiny_mode_runs_every_cell(tmp_path):
-    out = tmp_path / "gpu"
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_paper_small.sh"), str(out), "--tiny"],
+def _tiny(script: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(script), str(out), "--tiny"],
         capture_output=True,
         text=True,
         timeout=900,
         env={**os.environ, "MANYICL_DATA": str(DATA)},
     )
+
+
+@pytest.mark.skipif(not (DATA / "rte").is_dir(), reason="needs the shared data (../shared/data)")
+def test_gpu_paper_small_tiny_mode_runs_every_cell(tmp_path):
+    out = tmp_path / "gpu"
+    proc = _tiny(ROOT / "scripts" / "gpu_paper_small.sh", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "0 left" in proc.stdout
     data = json.loads((out / "results.json").read_text())
@@ -49,13 +53,7 @@ def test_gpu_long_context_tiny_mode_runs_every_cell(tmp_path):
     limit, CLINC150 + Banking77 curves to max shots, base vs adapter) on a tiny random Gemma 3 whose
     sliding window (16) every prompt exceeds, so the exact sliding-window cache path is the one exercised."""
     out = tmp_path / "long"
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_long_context.sh"), str(out), "--tiny"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "MANYICL_DATA": str(DATA)},
-    )
+    proc = _tiny(ROOT / "scripts" / "gpu_long_context.sh", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "0 left" in proc.stdout
     data = json.loads((out / "results.json").read_text())
