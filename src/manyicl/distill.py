@@ -423,7 +423,7 @@ def claim_folder(cfg: DistillConfig):
     """The output folder under the shared run policy (``runs.RunFolder``): finished cells made with the
     same settings are kept (the run continues cell by cell); cells made with other settings are refused,
     or discarded with ``overwrite=true``. Returns the folder, to hold its lock while the run works."""
-    from .fileio import check_output_dir, load_yaml
+    from .fileio import check_output_dir
     from .runs import RunFolder
 
     out = check_output_dir(cfg.output_dir)
@@ -433,15 +433,9 @@ def claim_folder(cfg: DistillConfig):
         {"cells": lambda p: p.is_dir() and any(p.rglob("*.json"))},
         owned=("cells", "eval_runs", "plots", "results.json", "results.csv", "report.md"),
     )
-    prev = out / "config.yaml"
-    if folder.previous() and prev.exists():
-        try:
-            old = load_yaml(prev.read_text(encoding="utf-8")) or {}
-        except Exception:
-            old = None
-        drift = settings_drift(old, cfg) if isinstance(old, dict) else ["config.yaml unreadable"]
-        if drift:
-            folder.claim(resume=True, overwrite=cfg.overwrite, drift=drift, drift_field="output_dir")
+    drift = folder.saved_drift(lambda old: settings_drift(old, cfg))
+    if drift:
+        folder.claim(resume=True, overwrite=cfg.overwrite, drift=drift, drift_field="output_dir")
     return folder
 
 

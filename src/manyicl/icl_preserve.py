@@ -384,7 +384,7 @@ def claim_folder(cfg: ICLPreserveConfig):
     """The output folder under the shared run policy (``runs.RunFolder``): finished cells made with the
     same settings are kept (the study continues cell by cell); cells made with other settings are
     refused. Returns the folder, to hold its lock while the study works."""
-    from .fileio import check_output_dir, load_yaml
+    from .fileio import check_output_dir
     from .runs import RunFolder, describe_drift
 
     out = check_output_dir(cfg.output_dir)
@@ -394,21 +394,15 @@ def claim_folder(cfg: ICLPreserveConfig):
         {"cells": lambda p: p.is_dir() and any(p.rglob("*.json"))},
         owned=("cells", "train", "eval_runs", "plots", "results.json", "results.csv", "report.md"),
     )
-    prev = out / "config.yaml"
-    if folder.previous() and prev.exists():
-        try:
-            old = load_yaml(prev.read_text(encoding="utf-8")) or {}
-        except Exception:
-            old = None
-        drift = settings_drift(old, cfg) if isinstance(old, dict) else ["config.yaml unreadable"]
-        if drift:
-            # RunFolder.claim would offer overwrite=true, which ICLPreserveConfig does not have (yet)
-            raise ConfigError.single(
-                "output_dir",
-                f"{out} holds an icl-preserve run made with other settings ({describe_drift(drift)}); "
-                "reusing it would report numbers these settings did not produce: restore those settings, "
-                f"delete {out} to discard it, or choose another output_dir",
-            )
+    drift = folder.saved_drift(lambda old: settings_drift(old, cfg))
+    if drift:
+        # RunFolder.claim would offer overwrite=true, which ICLPreserveConfig does not have (yet)
+        raise ConfigError.single(
+            "output_dir",
+            f"{out} holds an icl-preserve run made with other settings ({describe_drift(drift)}); "
+            "reusing it would report numbers these settings did not produce: restore those settings, "
+            f"delete {out} to discard it, or choose another output_dir",
+        )
     return folder
 
 

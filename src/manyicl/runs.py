@@ -97,6 +97,20 @@ class RunFolder:
         with exclusive_lock(self.path, self.kind):
             yield self
 
+    def saved_drift(self, drift: Callable[[dict], list[str]]) -> list[str]:
+        """What changed since the earlier run in this folder (``drift(saved config.yaml)``); [] when the
+        folder holds no earlier run, ``["config.yaml unreadable"]`` when its config cannot be read."""
+        prev = self.path / "config.yaml"
+        if not (self.previous() and prev.exists()):
+            return []
+        from .fileio import load_yaml
+
+        try:
+            old = load_yaml(prev.read_text(encoding="utf-8")) or {}
+        except Exception:
+            old = None
+        return drift(old) if isinstance(old, dict) else ["config.yaml unreadable"]
+
     @contextmanager
     def started(self, cfg):
         """The run prologue every workflow shares: hold the lock, resolve ``output_dir`` to this folder and
