@@ -140,6 +140,17 @@ def test_experiment_refuses_cells_made_with_other_settings(tmp_path):
     assert not (tmp_path / "cells").exists()
 
 
+def test_experiment_refuses_cells_whose_config_yaml_is_torn(tmp_path):
+    """Cells with a config.yaml that no longer parses cannot be shown to match these settings: refused
+    (as distill and icl-preserve do), not taken as a match."""
+    Cells(tmp_path).put("eval/no_ft/t", {"rows": []})
+    (tmp_path / "config.yaml").write_text("train: {model: [unclosed\n")
+    with pytest.raises(ConfigError, match="config.yaml unreadable"):
+        check_settings(tmp_path, _exp(tmp_path))
+    check_settings(tmp_path, _exp(tmp_path, "overwrite=true"))
+    assert not (tmp_path / "cells").exists()
+
+
 def test_settings_drift_ignores_keys_an_older_run_did_not_have():
     assert settings_drift({"a": 1}, {"a": 1, "b": 2}) == []
     assert settings_drift({"a": {"x": 1}}, {"a": {"x": 2}}) == ["a.x: 1 -> 2"]

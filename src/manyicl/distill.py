@@ -333,13 +333,8 @@ def fit_student(
         its = [items[i] for i in plan[step]]
         return StepBatch(its, targets=len(its), tokens=sum(len(i.ids) for i in its))
 
-    def hook(r: StepResult) -> bool:
-        if after_step is not None:
-            after_step(r)
-        return False
-
     student.train()
-    last, _ = run_steps(opt, student, loss_fn, batches, 0, len(plan), after_step=hook)
+    last, _ = run_steps(opt, student, loss_fn, batches, 0, len(plan), after_step=after_step)
     student.eval()
     return {
         "steps": len(plan),
@@ -424,13 +419,13 @@ def claim_folder(cfg: DistillConfig):
     same settings are kept (the run continues cell by cell); cells made with other settings are refused,
     or discarded with ``overwrite=true``. Returns the folder, to hold its lock while the run works."""
     from .fileio import check_output_dir
-    from .runs import RunFolder
+    from .runs import RunFolder, has_cells
 
     out = check_output_dir(cfg.output_dir)
     folder = RunFolder(
         out,
         "distillation",
-        {"cells": lambda p: p.is_dir() and any(p.rglob("*.json"))},
+        {"cells": has_cells},
         owned=("cells", "eval_runs", "plots", "results.json", "results.csv", "report.md"),
     )
     drift = folder.saved_drift(lambda old: settings_drift(old, cfg))

@@ -468,23 +468,15 @@ def check_settings(out: Path, cfg: ExperimentConfig) -> None:
     ``overwrite=true``). Finished cells made with the same settings are always kept: the experiment
     continues cell by cell."""
     from .config import to_dict
-    from .fileio import load_yaml
-    from .runs import RunFolder
+    from .runs import RunFolder, has_cells
 
-    prev = out / "config.yaml"
     folder = RunFolder(
         out,
         "experiment",
-        {"cells": lambda p: p.is_dir() and any(p.rglob("*.json"))},
+        {"cells": has_cells},
         owned=("cells", "train", "loco", "eval_runs", "perplexity_runs"),
     )
-    if not folder.previous() or not prev.exists():
-        return
-    try:
-        old = load_yaml(prev.read_text(encoding="utf-8")) or {}
-    except Exception:
-        old = {}
-    drift = settings_drift(old, to_dict(cfg)) if isinstance(old, dict) else ["config.yaml unreadable"]
+    drift = folder.saved_drift(lambda old: settings_drift(old, to_dict(cfg)))
     if drift:
         folder.claim(resume=True, overwrite=cfg.overwrite, drift=drift, drift_field="output_dir")
 

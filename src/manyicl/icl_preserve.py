@@ -385,13 +385,13 @@ def claim_folder(cfg: ICLPreserveConfig):
     same settings are kept (the study continues cell by cell); cells made with other settings are
     refused. Returns the folder, to hold its lock while the study works."""
     from .fileio import check_output_dir
-    from .runs import RunFolder, describe_drift
+    from .runs import RunFolder, describe_drift, has_cells
 
     out = check_output_dir(cfg.output_dir)
     folder = RunFolder(
         out,
         "icl-preserve",
-        {"cells": lambda p: p.is_dir() and any(p.rglob("*.json"))},
+        {"cells": has_cells},
         owned=("cells", "train", "eval_runs", "plots", "results.json", "results.csv", "report.md"),
     )
     drift = folder.saved_drift(lambda old: settings_drift(old, cfg))

@@ -165,14 +165,14 @@ def run_steps(
     batches: Callable[[int], StepBatch],
     start: int,
     end: int,
-    after_step: Callable[[StepResult], bool] | None = None,
+    after_step: Callable[[StepResult], bool | None] | None = None,
     checkpoint: Callable[[int], None] | None = None,
     save_every: int = 0,
     total: int | None = None,
 ) -> tuple[StepResult | None, bool]:
     """Optimizer steps ``start .. end - 1``; returns (the last step's result, whether a hook stopped it).
 
-    ``after_step(result)`` runs after each step (metrics, validation); True stops the loop there, before
+    ``after_step(result)`` runs after each step (metrics, validation); a true result stops the loop there, before
     any checkpoint of that step. ``checkpoint(done)`` is called every ``save_every`` steps and at ``end``,
     except at ``total`` (the run's last step: the caller saves the final weights there)."""
     total = end if total is None else total

@@ -71,6 +71,12 @@ def describe_drift(drift: list[str], limit: int = 6) -> str:
     return "; ".join(drift[:limit]) + more
 
 
+def has_cells(path: Path) -> bool:
+    """A ``cells/`` folder holding at least one finished cell (the artifact of experiment, distill and
+    icl-preserve runs)."""
+    return path.is_dir() and any(path.rglob("*.json"))
+
+
 @dataclass
 class RunFolder:
     """An output folder and what an earlier run of ``kind`` leaves in it."""

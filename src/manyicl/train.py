@@ -47,7 +47,7 @@ from .fileio import atomic_write_json, atomic_write_text, check_output_dir, excl
 from .losses import KL_TAG, make_base_forward, supervised_loss_and_kl, supervised_loss_sum
 from .memory import PeakMemory, training_guard
 from .modeling import apply_lora, count_parameters, load_adapter, load_model
-from .optimize import Loss, LossFn, Optimization, StepBatch, StepResult, lr_lambda, run_steps  # noqa: F401
+from .optimize import Loss, LossFn, Optimization, StepBatch, StepResult, run_steps
 from .packing import Window, collate
 
 log = logging.getLogger(__name__)
