@@ -7,7 +7,9 @@ clients to
   batched      a server that scores concurrent requests of a task in one pass over the shared prompt cache
   one_by_one   the same server with batching off (``--max-batch-inputs 1 --batch-wait-ms 0``)
 
-and timed client-side (requests/s, p50, p99). Two more comparisons:
+and timed client-side (requests/s, p50, p99). The batched server is also asked with ``top_k`` (default 1):
+the same label from a pruned best-first search of the option trie instead of scoring all 150 options
+(``batched_top_k``). Two more comparisons:
 
   per_request_prompt  the prompt processed again for every request (what a server without a prompt cache,
                       or lm-evaluation-harness, does; here with all options in one trie pass, so a lower
@@ -143,8 +145,11 @@ class ServerProc:
 # --------------------------------------------------------------------------------------------
 
 
-def load(url: str, task: str, inputs: list[str], clients: int, n: int, budget_s: float) -> dict:
+def load(
+    url: str, task: str, inputs: list[str], clients: int, n: int, budget_s: float, top_k: int | None = None
+) -> dict:
     """``n`` single-input requests from ``clients`` threads (stopping early after ``budget_s``)."""
+    extra = {} if top_k is None else {"top_k": top_k}
     lat: list[float] = []
     errors: list[int] = []
     lock = threading.Lock()
@@ -160,7 +165,9 @@ def load(url: str, task: str, inputs: list[str], clients: int, n: int, budget_s:
                 return
             t = time.perf_counter()
             r = session.post(
-                f"{url}/v1/tasks/{task}/predict", json={"input": inputs[i % len(inputs)]}, timeout=600
+                f"{url}/v1/tasks/{task}/predict",
+                json={"input": inputs[i % len(inputs)], **extra},
+                timeout=600,
             )
             dt = time.perf_counter() - t
             with lock:
@@ -249,6 +256,7 @@ def main() -> int:
     ap.add_argument("--per-request", type=int, default=3, help="requests for the per-request-prompt arm")
     ap.add_argument("--no-one-by-one", action="store_true", help="skip the unbatched server (and cold start)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per server (0: default)")
+    ap.add_argument("--top-k", type=int, default=1, help="top_k of the pruned-search arm (0: skip it)")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     model = "tiny-random-llama" if a.tiny else a.model
@@ -283,6 +291,8 @@ def main() -> int:
                 "prompt_sha256": d["prompt_sha256"],
                 "prefill_s": d["cache"]["last"]["seconds"],
                 "batched": [],
+                "batched_top_k": [],
+                "top_k": a.top_k or None,
             }
         single = None
         if not a.no_one_by_one:
@@ -303,6 +313,8 @@ def main() -> int:
                 inputs = [e.input for e in t.split("test")]
                 res = results["tasks"][t.name]
                 res["batched"].append(load(batched.url, t.name, inputs, c, n, a.budget_s))
+                if a.top_k:
+                    res["batched_top_k"].append(load(batched.url, t.name, inputs, c, n, a.budget_s, a.top_k))
                 if single is not None:
                     res["one_by_one"].append(load(single.url, t.name, inputs, c, n, a.budget_s))
         results["batched_metrics"] = {k: v for k, v in batched.metrics().items() if "_bucket" not in k}
@@ -359,6 +371,19 @@ def report(res: dict) -> str:
             f"| {name} | {_f(cached)} | {_f(pr['p50_s'])} | {_f(ratio, 1)}x | {_f(pr['prefill_s'])} | "
             f"{_f(pr['cache_load_s'])} | {_f(t.get('cold_first_request_s'))} |"
         )
+    if any(t.get("batched_top_k") for t in res["tasks"].values()):
+        lines += [
+            "",
+            "| task | clients | all options p50 s | top_k p50 s | speed-up | top_k req/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, t in res["tasks"].items():
+            for b, k in zip(t["batched"], t.get("batched_top_k") or []):
+                ratio = b["p50_s"] / k["p50_s"] if b["p50_s"] and k["p50_s"] else None
+                lines.append(
+                    f"| {name} (top_k={t['top_k']}) | {b['clients']} | {_f(b['p50_s'])} | {_f(k['p50_s'])} | "
+                    f"{_f(ratio, 1)}x | {_f(k['rps'], 2)} |"
+                )
     return "\n".join(lines)
 
 

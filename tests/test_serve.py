@@ -225,6 +225,18 @@ def test_concurrent_predictions_are_batched_and_equal_offline_eval_scores(world)
         assert list(got["logprobs"]) == list(q.options)
         assert list(got["logprobs"].values()) == pytest.approx(sc["option_scores"], abs=2e-4)
         assert not got["truncated"]
+    # top_k: the same labels, the k best options' log-probs (best first), the others pruned
+    topped = []
+    for half in halves:
+        r = s.call("POST", "/v1/tasks/toy/predict", json={"inputs": half, "top_k": 2})
+        assert r.status_code == 200, r.text
+        topped += r.json()["predictions"]
+    for q, sc, pred, got in zip(queries, scores, preds, topped):
+        assert got["label"] == pred == next(iter(got["logprobs"]))
+        want = sorted(zip(sc["option_scores"], q.options), reverse=True)[:2]
+        assert list(got["logprobs"]) == [o for _, o in want]
+        assert list(got["logprobs"].values()) == pytest.approx([v for v, _ in want], abs=2e-4)
+        assert got["pruned"] == len(q.options) - 2
 
 
 def test_generation_task_answers_text_equal_to_offline_decoding(world):
@@ -278,6 +290,8 @@ def test_error_statuses_name_the_problem(world):
         (s.call("POST", "/v1/tasks/toy/predict", json={"inputs": "not a list"}), 422),
         (s.call("POST", "/v1/tasks/toy/predict", json={"inputs": ["x"], "bogus": 1}), 422),
         (s.call("POST", "/v1/tasks/toy/predict", json={}), 400),
+        (s.call("POST", "/v1/tasks/toy/predict", json={"inputs": ["x"], "top_k": 0}), 422),
+        (s.call("POST", "/v1/tasks/echo/predict", json={"inputs": ["x"], "top_k": 1}), 422),
         (s.call("POST", "/v1/tasks", json={"path": str(toy), "name": "../evil"}), 422),
         (
             s.call(
@@ -301,7 +315,8 @@ def test_error_statuses_name_the_problem(world):
         err = r.json()["error"]
         assert err["code"] and err["message"] and "Traceback" not in r.text
     assert "Bearer" in cases[0][0].json()["error"]["message"]
-    assert "shots" in cases[10][0].text and "max_lenght" in cases[11][0].text
+    assert "shots" in cases[12][0].text and "max_lenght" in cases[13][0].text
+    assert "top_k" in cases[9][0].text and "top_k" in cases[10][0].text
 
 
 def test_full_queue_answers_429_and_a_late_answer_504(world):

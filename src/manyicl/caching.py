@@ -29,7 +29,6 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,6 +45,7 @@ from .kvwindow import (  # noqa: F401 - InexactCropError, attention_windows: pub
     new_cache,
     window_masks,
 )
+from .option_search import OptionScores, OptionTrie, best_options, chunks, score_all  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -54,55 +54,6 @@ def __getattr__(name: str):  # WindowLayer, PromptKV: defined when first asked f
     from . import kvwindow
 
     return getattr(kvwindow, name)
-
-
-# --------------------------------------------------------------------------------------------
-# Option trie
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class OptionTrie:
-    """Answer options as a token trie, flattened in insertion order (parents before children)."""
-
-    tokens: list[int]
-    parent: list[int]  # index of the parent node, -1 for children of the root (the query's last token)
-    depth: list[int]  # 0 for children of the root
-    paths: list[list[int]]  # per option: its node indices
-
-    @classmethod
-    def build(cls, options: list[list[int]]) -> OptionTrie:
-        tokens: list[int] = []
-        parent: list[int] = []
-        depth: list[int] = []
-        children: dict[tuple[int, int], int] = {}
-        paths = []
-        for opt in options:
-            if not opt:
-                raise ValueError("an answer option rendered to zero tokens")
-            node, path = -1, []
-            for d, tid in enumerate(opt):
-                key = (node, tid)
-                if key not in children:
-                    children[key] = len(tokens)
-                    tokens.append(tid)
-                    parent.append(node)
-                    depth.append(d)
-                node = children[key]
-                path.append(node)
-            paths.append(path)
-        return cls(tokens, parent, depth, paths)
-
-    def ancestor_mask(self) -> torch.Tensor:
-        """[n, n] bool: node i may attend to node j (j is i or an ancestor of i)."""
-        n = len(self.tokens)
-        m = torch.zeros(n, n, dtype=torch.bool)
-        for i in range(n):
-            j = i
-            while j != -1:
-                m[i, j] = True
-                j = self.parent[j]
-        return m
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +274,7 @@ class PromptCache:
     # and a 4-D mask lets each token see the prompt plus its own query's earlier tokens only. The
     # prompt's cache is shared, never copied per query. Afterwards everything is cropped off.
 
-    def _masked_forward(
+    def masked_forward(
         self, ids: list[int], pos: list[int], visible: torch.Tensor, keep: list[int] | None = None
     ):
         """Forward new tokens under a custom mask. All new tokens see the whole prompt; ``visible``
@@ -342,19 +293,6 @@ class PromptCache:
         keep_t = 0 if keep is None else torch.tensor(keep, dtype=torch.long, device=self.device)
         return self._call(ids, pos, mask, keep_t)
 
-    @staticmethod
-    def _chunks(sizes: list[int], budget: int) -> list[list[int]]:
-        out, cur, used = [], [], 0
-        for i, n in enumerate(sizes):
-            if cur and used + n > budget:
-                out.append(cur)
-                cur, used = [], 0
-            cur.append(i)
-            used += n
-        if cur:
-            out.append(cur)
-        return out
-
     @torch.inference_mode()
     def score_options_many(
         self, items: list[tuple[list[int], list[list[int]]]], token_budget: int = 4096
@@ -362,58 +300,18 @@ class PromptCache:
         """For each (query, options): (sum of log-probs, token count) of every option after prompt + query.
 
         Each query's options form a trie (shared prefixes once) whose nodes see the prompt, the
-        whole query and their own ancestors. Many queries go into one forward pass.
-        """
-        self.crop_to(self.base_len)
-        tries = [OptionTrie.build(opts) for _, opts in items]
-        # Only nodes with children are fed: a leaf's own output is never read (its token's log-prob is
-        # read at its parent's row) and nothing attends to it, so leaving it out is exact. For a 150-way
-        # task with multi-token labels that is ~37% fewer tokens per query.
-        fed = [sorted({p for p in t.parent if p >= 0}) for t in tries]
-        sizes = [len(q) + len(f) for (q, _), f in zip(items, fed)]
-        results: list[list[tuple[float, int]]] = [[] for _ in items]
-        past = self.base_len
-        for chunk in self._chunks(sizes, token_budget):
-            n = sum(sizes[i] for i in chunk)
-            visible = torch.zeros(n, n, dtype=torch.bool)
-            ids: list[int] = []
-            pos: list[int] = []
-            keep: list[int] = []
-            rows: list[dict[int, int]] = []  # per query: trie node (-1 = query end) -> row in kept logits
-            for i in chunk:
-                q, trie, nodes = items[i][0], tries[i], fed[i]
-                if not q:
-                    raise ValueError("empty query")
-                o, nq, nf = len(ids), len(q), len(nodes)
-                visible[o : o + nq, o : o + nq] = torch.tril(torch.ones(nq, nq, dtype=torch.bool))
-                visible[o + nq : o + nq + nf, o : o + nq] = True
-                if nf:
-                    sel = torch.tensor(nodes)
-                    visible[o + nq : o + nq + nf, o + nq : o + nq + nf] = trie.ancestor_mask()[sel][:, sel]
-                ids += list(q) + [trie.tokens[j] for j in nodes]
-                pos += list(range(past, past + nq)) + [past + nq + trie.depth[j] for j in nodes]
-                row = {-1: len(keep)}
-                keep.append(o + nq - 1)
-                for k, node in enumerate(nodes):
-                    row[node] = len(keep)
-                    keep.append(o + nq + k)
-                rows.append(row)
-            out = self._masked_forward(ids, pos, visible, keep)
-            logits = out.logits[0].float()
-            norm = torch.logsumexp(
-                logits, dim=-1
-            )  # log-probs of the needed tokens only, no [rows, vocab] copy
-            self.crop_to(self.base_len)
-            for i, row in zip(chunk, rows):
-                trie = tries[i]
-                res = []
-                for path in trie.paths:
-                    r = [row[trie.parent[node]] for node in path]
-                    t = [trie.tokens[node] for node in path]
-                    total = float((logits[r, t] - norm[r]).sum())
-                    res.append((total, len(path)))
-                results[i] = res
-        return results
+        whole query and their own ancestors. Many queries go into one forward pass."""
+        return score_all(self, items, token_budget)
+
+    def best_options_many(
+        self,
+        items: list[tuple[list[int], list[list[int]]]],
+        k: int = 1,
+        normalize: str = "none",
+        token_budget: int = 4096,
+    ) -> list[OptionScores]:
+        """The ``k`` best options of each query exactly, the rest pruned (see :mod:`manyicl.option_search`)."""
+        return best_options(self, items, k=k, normalize=normalize, token_budget=token_budget)
 
     def score_options(self, query_ids: list[int], options: list[list[int]]) -> list[tuple[float, int]]:
         """(sum of log-probs, token count) of each option after prompt + query."""
@@ -456,7 +354,7 @@ class PromptCache:
         texts: list[str] = [""] * len(queries)
         sizes = [len(q) + max_new_tokens for q in queries]
         past = self.base_len
-        for chunk in self._chunks(sizes, token_budget):
+        for chunk in chunks(sizes, token_budget):
             owner: list[int] = []  # which query each new cached token belongs to
             ids: list[int] = []
             pos: list[int] = []
@@ -473,7 +371,7 @@ class PromptCache:
             visible = (own[:, None] == own[None, :]) & torch.tril(
                 torch.ones(len(ids), len(ids), dtype=torch.bool)
             )
-            out = self._masked_forward(ids, pos, visible, keep)
+            out = self.masked_forward(ids, pos, visible, keep)
             nxt = dict(zip(chunk, out.logits[0].argmax(-1).tolist()))
             gen: dict[int, list[int]] = {b: [] for b in chunk}
             active = list(chunk)
@@ -499,7 +397,7 @@ class PromptCache:
                 step_pos = [nxt_pos[b] for b in active]
                 for b in active:
                     nxt_pos[b] += 1
-                out = self._masked_forward(step_ids, step_pos, mine)
+                out = self.masked_forward(step_ids, step_pos, mine)
                 owner += active
                 nxt = dict(zip(active, out.logits[0].argmax(-1).tolist()))
             self.crop_to(self.base_len)

@@ -91,6 +91,12 @@ class PredictIn(BaseModel):
     timeout_s: float | None = Field(
         None, gt=0, description="answer within this time or 504 (capped by the server)"
     )
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        description="option tasks: score only the k best options exactly (same label, far less work on "
+        "many options); logprobs then holds those options only and pruned counts the others",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,14 +285,15 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/v1/tasks/{name}/predict", summary="answer inputs of a task")
     async def predict(name: str, body: PredictIn):
-        """Option tasks: each input's ``label`` and every option's summed log-prob (``logprobs``);
-        generation tasks: ``text``. Concurrent requests of a task are scored in one batch."""
+        """Option tasks: each input's ``label`` and every option's summed log-prob (``logprobs``; with
+        ``top_k``, the k best only); generation tasks: ``text``. Concurrent requests of a task are scored
+        in one batch."""
         if (body.input is None) == (body.inputs is None):
             raise ServeError(
                 "give either input (one string) or inputs (a list), not both or neither", "inputs"
             )
         inputs = [body.input] if body.input is not None else list(body.inputs or [])
-        return await service.predict(name, inputs, body.options, body.timeout_s)
+        return await service.predict(name, inputs, body.options, body.timeout_s, body.top_k)
 
     app.add_middleware(Guard, service=service)
     return app

@@ -15,11 +15,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from ..caching import OptionTrie, PromptCache, prompt_hash
+from ..caching import PromptCache, prompt_hash
 from ..config import EvalConfig
 from ..evaluate import PreparedTask, answer_mode, shot_plan
+from ..option_search import OptionTrie
 from ..overlap import drop_train_test_duplicates
 from ..tasks import Task
 from ..templates import Renderer, tokenize_task
@@ -197,9 +196,13 @@ class Encoded:
     options: tuple[str, ...] = ()
     option_ids: list[list[int]] = field(default_factory=list)
     truncated: bool = False
+    top_k: int | None = None
+    """Score only the k best options exactly (None: every option)."""
 
 
-def encode_inputs(st: ServedTask, inputs: list[str], options: list[str] | None) -> list[Encoded]:
+def encode_inputs(
+    st: ServedTask, inputs: list[str], options: list[str] | None, top_k: int | None = None
+) -> list[Encoded]:
     """Render inputs as eval renders queries (cut from the left when too long); raises on bad options."""
     s = st.settings
     opts: tuple[str, ...] = ()
@@ -220,6 +223,8 @@ def encode_inputs(st: ServedTask, inputs: list[str], options: list[str] | None) 
     else:
         if options:
             raise Invalid(f"task {st.name} generates text; it takes no options", "options")
+        if top_k is not None:
+            raise Invalid(f"task {st.name} generates text; top_k is for option tasks", "top_k")
         answer = st.max_new_tokens
     room = min(s.max_length // 2, s.max_length - len(st.prompt_ids)) - answer
     if room < 4:
@@ -233,7 +238,7 @@ def encode_inputs(st: ServedTask, inputs: list[str], options: list[str] | None) 
         ids, cut = st.renderer.fit_query(x, room)
         if len(ids) > room:
             raise TooLarge(f"the task's template alone exceeds the {room} tokens left for an input", "inputs")
-        out.append(Encoded(ids, opts, opt_ids, cut))
+        out.append(Encoded(ids, opts, opt_ids, cut, top_k if top_k is None or top_k < len(opts) else None))
     return out
 
 
@@ -264,19 +269,22 @@ def score_encoded(
     if not items:
         return []
     if st.mode == "options":
-        all_lls = pc.score_options_many([(e.ids, e.option_ids) for e in items], token_budget=budget)
-        out = []
-        for e, lls in zip(items, all_lls):
-            vals = [lp / n if st.settings.normalize == "tokens" else lp for lp, n in lls]
-            best = int(np.argmax(vals))
-            res = {
-                "label": e.options[best],
-                "logprobs": {o: lp for o, (lp, _) in zip(e.options, lls)},
-                "truncated": e.truncated,
-            }
-            if st.settings.normalize == "tokens":
-                res["scores"] = dict(zip(e.options, vals))
-            out.append(res)
+        norm = st.settings.normalize
+        out: list[dict] = [{} for _ in items]
+        every = [i for i, e in enumerate(items) if e.top_k is None]
+        if every:
+            all_lls = pc.score_options_many(
+                [(items[i].ids, items[i].option_ids) for i in every], token_budget=budget
+            )
+            for i, lls in zip(every, all_lls):
+                out[i] = _answer(items[i], [lp for lp, _ in lls], [n for _, n in lls], None, norm)
+        for k in sorted({e.top_k for e in items if e.top_k is not None}):
+            some = [i for i, e in enumerate(items) if e.top_k == k]
+            found = pc.best_options_many(
+                [(items[i].ids, items[i].option_ids) for i in some], k=k, normalize=norm, token_budget=budget
+            )
+            for i, r in zip(some, found):
+                out[i] = _answer(items[i], r.logprobs, r.tokens, r.exact, norm)
         return out
     texts = pc.generate_many(
         [e.ids for e in items],
@@ -286,3 +294,23 @@ def score_encoded(
         token_budget=max(budget, 4096),
     )
     return [{"text": t.strip(), "truncated": e.truncated} for t, e in zip(texts, items)]
+
+
+def _answer(e: Encoded, lps: list[float], ns: list[int], exact: list[bool] | None, normalize: str) -> dict:
+    """eval's argmax rule over the exactly scored options; with ``top_k`` the k best (best first) are
+    reported and the pruned ones counted."""
+    vals = [lp / n if normalize == "tokens" else lp for lp, n in zip(lps, ns)]
+    shown = list(range(len(lps))) if exact is None else [i for i in range(len(lps)) if exact[i]]
+    if exact is not None:
+        shown = sorted(shown, key=lambda i: (-vals[i], i))[: e.top_k]
+    best = max(shown, key=lambda i: (vals[i], -i))
+    res: dict = {
+        "label": e.options[best],
+        "logprobs": {e.options[i]: lps[i] for i in shown},
+        "truncated": e.truncated,
+    }
+    if normalize == "tokens":
+        res["scores"] = {e.options[i]: vals[i] for i in shown}
+    if exact is not None:
+        res["pruned"] = len(lps) - len(shown)
+    return res

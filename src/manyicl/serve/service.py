@@ -308,7 +308,9 @@ class Service:
 
     # ---- predict ----------------------------------------------------------------------------
 
-    def submit(self, name: str, inputs: list[str], options: list[str] | None) -> Job:
+    def submit(
+        self, name: str, inputs: list[str], options: list[str] | None, top_k: int | None = None
+    ) -> Job:
         """Queue a predict request (the checks that need no model happen here, before it waits)."""
         check_name(name)
         if name not in self.tasks:
@@ -326,19 +328,24 @@ class Service:
                 "inputs",
             )
         try:
-            return self.batcher.submit_predict(name, len(inputs), (list(inputs), options))
+            return self.batcher.submit_predict(name, len(inputs), (list(inputs), options, top_k))
         except ServeError as e:
             if e.status == 429:
                 self.metrics.rejected.inc(reason="queue_full")
             raise
 
     async def predict(
-        self, name: str, inputs: list[str], options: list[str] | None, timeout_s: float | None
+        self,
+        name: str,
+        inputs: list[str],
+        options: list[str] | None,
+        timeout_s: float | None,
+        top_k: int | None = None,
     ) -> dict:
         limit = (
             self.cfg.request_timeout_s if timeout_s is None else min(timeout_s, self.cfg.request_timeout_s)
         )
-        job = self.submit(name, inputs, options)
+        job = self.submit(name, inputs, options, top_k)
         try:
             out = await asyncio.wait_for(asyncio.wrap_future(job.future), limit)
         except TimeoutError:
@@ -370,9 +377,9 @@ class Service:
         owner: list[int] = []  # per input: its request's index in ``live``
         live: list[Job] = []
         for j in jobs:
-            inputs, options = j.payload
+            inputs, options, top_k = j.payload
             try:
-                enc = encode_inputs(st, inputs, options)
+                enc = encode_inputs(st, inputs, options, top_k)
             except ServeError as e:
                 j.future.set_exception(e)
                 continue
