@@ -333,10 +333,46 @@ def test_a_folder_with_cells_of_other_settings_is_refused_and_the_study_holds_th
         icl_preserve(_cfg(tmp_path, "eval.max_queries=5", "mix_ratios=[0,0.2]"))
     msg = str(e.value)
     assert "mix_ratios: [0.0, 0.5] -> [0.0, 0.2]" in msg and "output_dir" in msg
-    assert "overwrite=true" not in msg  # icl-preserve has no such setting to offer
+    assert "set overwrite=true to discard it" in msg
     assert (out / "config.yaml").read_text() == dump_yaml(cfg) and len(studied) == 1  # refused: untouched
     assert (out / "cells" / "eval" / "base.json").exists()
     with exclusive_lock(out, "icl-preserve"):  # another process works on the folder
         with pytest.raises(ManyICLError, match="in use by pid"):
             icl_preserve(_cfg(tmp_path, "finetune=[lora]"))
     assert (out / "config.yaml").read_text() == dump_yaml(cfg) and len(studied) == 1  # not its config
+
+
+def test_cli_refuses_a_folder_of_other_settings_until_overwrite_is_set(tmp_path, monkeypatch, capsys):
+    """``manyicl icl-preserve`` into a folder whose cells were made with other settings: exit 2 naming the
+    changed setting and ``overwrite=true``; with ``overwrite=true`` the earlier cells and adapters go and
+    the study starts afresh; the same settings (overwrite recorded or not) then continue it."""
+    from types import SimpleNamespace
+
+    import manyicl.icl_preserve as ip
+    from manyicl.cli import main
+    from manyicl.config import dump_yaml
+
+    out = tmp_path / "ip"
+    args = ["-q", "icl-preserve", "icl_preserve_quick", f"output_dir={out}", *TINY]
+    (out / "cells" / "eval").mkdir(parents=True)
+    (out / "cells" / "eval" / "base.json").write_text("{}")
+    (out / "train" / "lora_ratio0_kl0").mkdir(parents=True)
+    (out / "config.yaml").write_text(dump_yaml(_cfg(tmp_path)))
+    studied = []
+
+    def study(cfg, folder):
+        studied.append(cfg)
+        return SimpleNamespace(report_path=folder / "report.md")
+
+    monkeypatch.setattr(ip, "_study", study)
+    assert main([*args, "eval.max_queries=5"]) == 2
+    err = capsys.readouterr().err
+    assert "eval.max_queries: 3 -> 5" in err and "set overwrite=true to discard it" in err
+    assert "Traceback" not in err and not studied and (out / "cells" / "eval" / "base.json").exists()
+    assert main([*args, "eval.max_queries=5", "overwrite=true"]) == 0
+    assert len(studied) == 1 and studied[0].overwrite and studied[0].eval.max_queries == 5
+    assert not (out / "cells").exists() and not (out / "train").exists()
+    (out / "cells" / "eval").mkdir(parents=True)
+    (out / "cells" / "eval" / "base.json").write_text("{}")
+    assert main([*args, "eval.max_queries=5"]) == 0  # overwrite is no setting of the study's numbers
+    assert len(studied) == 2 and (out / "cells" / "eval" / "base.json").exists()

@@ -322,6 +322,10 @@ class ICLPreserveConfig:
     """Held-out tasks unrelated to the target (few-shot ability before/after) and their shot grid."""
     target_shots: list[Any] = field(default_factory=lambda: [0, 5])
     """Shots at which the target task's own accuracy is measured."""
+    overwrite: bool = False
+    """Discard the cells, adapters and report of an earlier study in output_dir when they were made with
+    other settings (by default such a folder is refused: its numbers are not what these settings produce).
+    A study made with the same settings always continues cell by cell."""
 
     def validate(self, where: str, c: Collector) -> None:
         for r in self.mix_ratios:

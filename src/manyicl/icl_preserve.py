@@ -357,7 +357,7 @@ def _run_cells(ctx: Context, run: RunSpec) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-_SELECTION = ("output_dir", "finetune", "kl_to_base")
+_SELECTION = ("output_dir", "overwrite", "finetune", "kl_to_base")
 """Settings that choose which runs are done, not what a run computes (a continued study may change them).
 ``mix_ratios`` is not one: the largest ratio sets how many ICL windows are built for every run."""
 
@@ -383,9 +383,10 @@ def settings_drift(old: dict, cfg: ICLPreserveConfig) -> list[str]:
 def claim_folder(cfg: ICLPreserveConfig):
     """The output folder under the shared run policy (``runs.RunFolder``): finished cells made with the
     same settings are kept (the study continues cell by cell); cells made with other settings are
-    refused. Returns the folder, to hold its lock while the study works."""
+    refused, or discarded with ``overwrite=true``. Returns the folder, to hold its lock while the study
+    works."""
     from .fileio import check_output_dir
-    from .runs import RunFolder, describe_drift, has_cells
+    from .runs import RunFolder, has_cells
 
     out = check_output_dir(cfg.output_dir)
     folder = RunFolder(
@@ -396,13 +397,7 @@ def claim_folder(cfg: ICLPreserveConfig):
     )
     drift = folder.saved_drift(lambda old: settings_drift(old, cfg))
     if drift:
-        # RunFolder.claim would offer overwrite=true, which ICLPreserveConfig does not have (yet)
-        raise ConfigError.single(
-            "output_dir",
-            f"{out} holds an icl-preserve run made with other settings ({describe_drift(drift)}); "
-            "reusing it would report numbers these settings did not produce: restore those settings, "
-            f"delete {out} to discard it, or choose another output_dir",
-        )
+        folder.claim(resume=True, overwrite=cfg.overwrite, drift=drift, drift_field="output_dir")
     return folder
 
 
