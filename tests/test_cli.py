@@ -38,7 +38,8 @@ def test_quickstart_runs_end_to_end_on_the_tiny_model(tmp_path, capsys, caplog):
     ]
     assert info == [], info[:3]  # -q: "only warnings and results"
     out = capsys.readouterr().out
-    assert "manyicl" in out and "report:" in out
+    assert "manyicl" in out and f"report: {tmp_path / 'qs' / 'eval' / 'report.md'}" in out
+    assert f"plots:  {tmp_path / 'qs' / 'eval' / 'plots'}/ (7 PNG" in out
     from manyicl.cli import SUMMARY_HEADER
 
     table = out[out.index(SUMMARY_HEADER) : out.index("\ntime:")].strip().splitlines()

@@ -21,8 +21,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class QuickstartResult:
+    """What ``quickstart`` did: where the eval report is, its plots, timings and the summary rows."""
+
     output_dir: Path
-    report: Path
+    report_path: Path
+    """The evaluation's report.md (OUTPUT/eval/report.md)."""
     plots: list[Path]
     timings: dict
     summary: list[dict]

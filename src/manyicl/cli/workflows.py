@@ -96,8 +96,8 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
         f"\ntime: {t['total_s']:.0f} s total (load {t['load_model_s']:.0f} s, train {t['train_s']:.0f} s at "
         f"{t['train_tokens_per_s']:.0f} tokens/s, eval {t['eval_s']:.0f} s)"
     )
-    print(f"report: {res.report}")
-    print(f"plots:  {res.report.parent / 'plots'}/ ({len(res.plots)} PNG shot curves)")
+    print(f"report: {res.report_path}")
+    print(f"plots:  {res.report_path.parent / 'plots'}/ ({len(res.plots)} PNG shot curves)")
     return 0
 
 
