@@ -1,7 +1,9 @@
 """ICL-preserving fine-tuning: window mixing, tags, the KL-to-base term, and the workflow end to end."""
 
 import json
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -276,6 +278,14 @@ def test_workflow_writes_every_row_and_resumes_without_redoing_cells(tmp_path):
     assert all(v["drop_pct"] in (None, 0.0) for v in base.values())  # the base against itself
     kl_run = next(r for r in data["rows"] if r["kl"] and r["kind"] == "full")
     assert kl_run["mean_kl"] is not None and kl_run["mean_kl"] > 0
+    # the ICL task names are recorded (the report reads them there), and the report-only path
+    # rewrites the same files from results.json alone
+    assert data["icl_tasks"] == res.icl_tasks and res.icl_tasks
+    written = {p: (out / p).read_bytes() for p in ("report.md", "results.json", "results.csv")}
+    from manyicl.icl_preserve_report import report_from_results
+
+    assert report_from_results(out) == out / "report.md"
+    assert {p: (out / p).read_bytes() for p in written} == written
 
     # resume: finished cells are not redone; a deleted eval cell is (and its training is not); a deleted
     # training cell is redone, and so is the evaluation of that training
@@ -376,3 +386,44 @@ def test_cli_refuses_a_folder_of_other_settings_until_overwrite_is_set(tmp_path,
     (out / "cells" / "eval" / "base.json").write_text("{}")
     assert main([*args, "eval.max_queries=5"]) == 0  # overwrite is no setting of the study's numbers
     assert len(studied) == 2 and (out / "cells" / "eval" / "base.json").exists()
+
+
+def test_icl_preserve_report_imports_no_data_loader_model_or_workflow():
+    from test_architecture import import_graph
+
+    imports = import_graph()["manyicl.icl_preserve_report"]
+    loaders = {"manyicl.data", "manyicl.tasks", "manyicl.sources", "manyicl.datasets", "manyicl.synthetic"}
+    workflows = {"manyicl.icl_preserve", "manyicl.train", "manyicl.evaluate", "manyicl.session"}
+    assert not imports & (loaders | workflows | {"manyicl.modeling"}), sorted(imports)
+
+
+COMMITTED = Path(__file__).resolve().parent.parent / "results" / "icl_preserve"
+
+
+@pytest.mark.skipif(not (COMMITTED / "results.json").exists(), reason="no committed icl-preserve results")
+def test_the_committed_report_regenerates_identically_from_its_results(tmp_path, capsys):
+    """``manyicl icl-preserve CONFIG --report`` rewrites report.md, results.json/csv from results.json
+    alone (no model, no task data): on the committed study, byte for byte."""
+    from manyicl.cli import main
+
+    out = tmp_path / "icl_preserve"
+    shutil.copytree(COMMITTED, out)
+    assert main(["-q", "icl-preserve", "icl_preserve_quick", f"output_dir={out}", "--report"]) == 0
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+    for name in ("report.md", "results.json", "results.csv"):
+        assert (out / name).read_bytes() == (COMMITTED / name).read_bytes(), name
+
+
+def test_report_only_refuses_a_folder_without_usable_results(tmp_path, capsys):
+    from manyicl.cli import main
+
+    args = ["-q", "icl-preserve", "icl_preserve_quick", f"output_dir={tmp_path}", "--report"]
+    assert main(args) == 2
+    assert "has no results.json: run the study first" in capsys.readouterr().err
+    (tmp_path / "results.json").write_text('{"rows": [')
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "results.json: not readable JSON" in err and "Traceback" not in err
+    (tmp_path / "results.json").write_text('{"rows": []}')
+    assert main(args) == 2
+    assert "not an icl-preserve results.json (no config, base, runs)" in capsys.readouterr().err

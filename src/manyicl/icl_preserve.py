@@ -44,6 +44,7 @@ from .icl_preserve_report import (  # the report's public names stay importable 
     claims,
     heldout_metrics,
     noise_pct,
+    report_from_results,
     shot_labels,
     summarize,
     target_labels,
@@ -74,6 +75,7 @@ __all__ = [
     "mix_windows",
     "noise_pct",
     "plan_runs",
+    "report_from_results",
     "shot_labels",
     "summarize",
     "target_labels",
@@ -411,6 +413,8 @@ class ICLPreserveResult:
     """The base model's evaluation cell (no fine-tuning): held-out curves and target accuracy."""
     runs: list[dict]
     """One per run (``plan_runs`` order): its training cell merged with its evaluation cell."""
+    icl_tasks: list[str]
+    """Names of the ICL-format tasks loaded to be mixed in (``icl_tasks``), in load order."""
 
 
 def icl_preserve(cfg: ICLPreserveConfig) -> ICLPreserveResult:
@@ -445,4 +449,5 @@ def _study(cfg: ICLPreserveConfig, out: Path) -> ICLPreserveResult:
     for run in runs:
         results.append(_run_cells(ctx, run))
         log.info("finished %s (%.0f s into this run)", run.name, time.perf_counter() - t_start)
-    return ICLPreserveResult(write_report(cfg, base, results), out, base, results)
+    icl_names = [t.name for t in icl_tasks]
+    return ICLPreserveResult(write_report(cfg, base, results, icl_names), out, base, results, icl_names)

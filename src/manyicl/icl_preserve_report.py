@@ -1,16 +1,18 @@
 """The report of ``manyicl icl-preserve``: metrics from the evaluation cells, seed 003's claims checked
-against them, results.json/csv, plots and report.md. Reads finished cells only; runs no workflow."""
+against them, results.json/csv, plots and report.md. Reads finished cells (or the results.json written
+from them) only; loads no model or task data and runs no workflow."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from .config import ICLPreserveConfig, to_dict
-from .data import load_tasks
-from .fileio import atomic_save, atomic_write_json, atomic_write_text
+from .config import ICLPreserveConfig, load_config, to_dict
+from .errors import ConfigError
+from .fileio import atomic_save, atomic_write_json, atomic_write_text, exclusive_lock
 
 KIND_LABELS = {"lora": "LoRA", "full": "Full FT"}
 """Finetune kind -> its name in tables and plots."""
@@ -293,7 +295,19 @@ def _plot(rows: list[dict], path: Path, y, ylabel: str, title: str, hlines: dict
     return path
 
 
-def write_report(cfg: ICLPreserveConfig, base: dict, results: list[dict]) -> Path:
+def write_report(
+    cfg: ICLPreserveConfig,
+    base: dict,
+    results: list[dict],
+    icl_tasks: list[str] | None,
+    recorded_config: dict | None = None,
+) -> Path:
+    """Write report.md, results.json/csv and the plots of a study: its settings, the base model's cell,
+    one merged cell per run, and ``icl_tasks``, the names of the ICL-format tasks the workflow loaded
+    (recorded in results.json; None: not known). The report names the tasks the runs actually mixed in,
+    and ``icl_tasks`` when no run mixed any. results.json records ``recorded_config`` when given (a
+    rewrite from an earlier results.json keeps its settings as they were, not completed with defaults
+    added since), else ``cfg``."""
     from .report import write_csv
 
     out = Path(cfg.output_dir)
@@ -325,13 +339,14 @@ def write_report(cfg: ICLPreserveConfig, base: dict, results: list[dict]) -> Pat
     atomic_write_json(
         out / "results.json",
         {
-            "config": to_dict(cfg),
+            "config": recorded_config if recorded_config is not None else to_dict(cfg),
             "rows": rows,
             "noise": noise,
             "claims": found,
             "base": base,
             "runs": results,
-        },
+        }
+        | ({"icl_tasks": list(icl_tasks)} if icl_tasks is not None else {}),
     )
     runs = [r for r in rows if r["kind"] != "base"]
     base_row = rows[0]
@@ -357,7 +372,7 @@ def write_report(cfg: ICLPreserveConfig, base: dict, results: list[dict]) -> Pat
 
     icl_names = sorted(
         {t for r in results for t in ((r.get("mix") or {}).get("icl", {}).get("tasks") or [])}
-    ) or [t.name for t in load_tasks(cfg.icl_tasks)]
+    ) or list(icl_tasks or [])
     target_noise = ", ".join(f"{_f(v)} at {k} shots" for k, v in noise["target_points"].items())
     target_names = ", ".join(sorted({s["task"] for s in base["target"]}))
     heldout_names = ", ".join(dict.fromkeys(s["task"] for s in base["heldout"]))
@@ -413,6 +428,35 @@ def write_report(cfg: ICLPreserveConfig, base: dict, results: list[dict]) -> Pat
         "",
     ]
     return atomic_write_text(out / "report.md", "\n".join(lines))
+
+
+def report_from_results(output_dir: str | Path) -> Path:
+    """Rewrite a finished study's report.md, results.json/csv and plots from its ``results.json`` alone
+    (the settings, base cell, runs and ICL task names recorded there): no model, task data or cells
+    needed (``manyicl icl-preserve CONFIG --report``). Holds the folder's lock while it writes."""
+    out = Path(output_dir)
+    path = out / "results.json"
+    if not path.is_file():
+        raise ConfigError.single(
+            "output_dir", f"{out} has no results.json: run the study first (without --report)"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError.single(
+            str(path), f"not readable JSON ({e}): rerun the study to rewrite it"
+        ) from None
+    missing = [k for k in ("config", "base", "runs") if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ConfigError.single(
+            str(path),
+            f"not an icl-preserve results.json (no {', '.join(missing)}): rerun the study to rewrite it",
+        )
+    cfg = load_config(ICLPreserveConfig, data=data["config"] | {"output_dir": str(out)})
+    with exclusive_lock(out, "icl-preserve report"):
+        return write_report(
+            cfg, data["base"], data["runs"], data.get("icl_tasks"), recorded_config=data["config"]
+        )
 
 
 def _main_table(rows: list[dict], shots: list[str], tshots: list[str]) -> str:

@@ -125,13 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
         DistillConfig,
     )
 
-    _workflow_parser(
+    ip = _workflow_parser(
         sub,
         "icl-preserve",
         "task fine-tuning that keeps in-context learning (ICL data mixed in)",
         "icl-preserve config",
         cmd_icl_preserve,
         ICLPreserveConfig,
+    )
+    ip.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite report.md, results.json/csv and plots from output_dir/results.json (the settings "
+        "recorded there; no model or data loaded)",
     )
 
     _workflow_parser(

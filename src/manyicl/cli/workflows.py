@@ -64,6 +64,11 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 def cmd_icl_preserve(a: argparse.Namespace) -> int:
     cfg = _config(a, ICLPreserveConfig)
+    if a.report:
+        from ..icl_preserve_report import report_from_results
+
+        print(f"report: {report_from_results(cfg.output_dir)}")
+        return 0
     from ..icl_preserve import icl_preserve
 
     print(f"report: {icl_preserve(cfg).report_path}")
