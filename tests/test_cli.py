@@ -327,3 +327,16 @@ def test_experiment_status_grid_fits_100_columns_with_many_tasks(tmp_path, capsy
     legend = " ".join(ln.strip() for ln in view.splitlines() if ln.startswith(("tasks:", "  ")))
     for i, t in enumerate(tasks):  # every numbered column is named, number and name together
         assert f" {i + 1} {t.name} " in f"{legend} ", (i, t.name)
+
+
+def test_experiment_report_refuses_a_results_folder_without_its_cells(tmp_path, capsys):
+    """A committed results folder has report.md and results.json but no cells/ (not committed):
+    ``--report`` would rebuild an empty report over it, so it is refused and nothing changes."""
+    (tmp_path / "report.md").write_text("# Experiment report: the committed one\n")
+    (tmp_path / "results.json").write_text('{"rows": [1]}')
+    args = ["-q", "experiment", "experiment_quick", f"output_dir={tmp_path}", "--report"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds a report but no finished cells" in err and "Traceback" not in err
+    assert (tmp_path / "report.md").read_text() == "# Experiment report: the committed one\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "results.json"]

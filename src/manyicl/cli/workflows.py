@@ -46,12 +46,32 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 def cmd_experiment(a: argparse.Namespace) -> int:
     cfg = _config(a, ExperimentConfig)
+    if a.report:
+        _refuse_report_without_cells(cfg.output_dir)
     from ..experiment import experiment
 
     res = experiment(cfg, status_only=a.status, report_only=a.report)
     if not a.status:
         print(f"report: {res.report_path}")
     return 0
+
+
+def _refuse_report_without_cells(output_dir: str) -> None:
+    """``experiment --report`` rebuilds every table from the cells: in a folder holding a report but no
+    finished cells (a committed results folder: cells/ is not committed) it would replace that report
+    with an empty one. Refused instead."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..runs import has_cells
+
+    out = Path(output_dir).expanduser()
+    if (out / "report.md").exists() and not has_cells(out / "cells"):
+        raise ConfigError.single(
+            "output_dir",
+            f"{out} holds a report but no finished cells ({out / 'cells'}): --report rebuilds the report "
+            "from the cells and would replace it with an empty one; copy the cells back or run the study",
+        )
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
