@@ -306,3 +306,64 @@ def test_truncated_queries_are_counted_and_warned_about(tmp_path, tok, model, ca
     assert "toy: 1 of 5 queries cut" in caplog.text
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["tasks"][0]["truncated_queries"] == 1
+
+
+def _overlong_folder(tmp_path, test_lines: list[str]):
+    from manyicl.tasks import load_task_dir
+
+    d = tmp_path / "long_query"
+    d.mkdir()
+    (d / "task.yaml").write_text("category: cls\nlabels: [a, b]\n")
+    train = [json.dumps({"input": f"short {i}", "output": "ab"[i % 2]}) for i in range(8)]
+    (d / "train.jsonl").write_text("\n".join(train) + "\n")
+    (d / "test.jsonl").write_text("\n".join(test_lines) + "\n")
+    return d, load_task_dir(d)
+
+
+def test_an_overlong_query_is_named_by_its_file_and_line(tmp_path, tok):
+    """on_overlong=error names the query's file:line (line 3: the first test line, a copy of a train
+    input, is dropped as a duplicate, so the query is the second one evaluated), and eval's own key."""
+    from manyicl.errors import ManyICLError
+
+    lines = [
+        json.dumps({"input": "short 0", "output": "a"}),
+        json.dumps({"input": "q 1", "output": "b"}),
+        json.dumps({"input": "word " * 200, "output": "a"}),
+    ]
+    d, task = _overlong_folder(tmp_path, lines)
+    cfg = _cfg(tmp_path, "max_length=128", "on_overlong=error", "dev_queries=0", "shots=[0]")
+    with pytest.raises(ManyICLError) as e:
+        prepare_task(task, tok, cfg)
+    assert str(e.value) == (
+        f"{d / 'test.jsonl'}:3: a test query of task long_query does not fit in half of max_length 128 "
+        "(64 tokens for query + answer); set on_overlong to skip or truncate_input, or raise max_length"
+    )
+
+
+def test_an_overlong_generated_query_is_named_by_task_split_and_index(tmp_path, tok):
+    from manyicl.errors import ManyICLError
+    from manyicl.tasks import Example
+
+    task = toy_task(60)
+    task.splits["test"] = task.splits["test"][:4] + [Example("word " * 300, "red")]
+    cfg = _cfg(tmp_path, "max_length=256", "on_overlong=error", "dev_queries=0", "max_queries=5")
+    with pytest.raises(ManyICLError, match=r"^toy/test example 5: a test query of task toy does not fit"):
+        prepare_task(task, tok, cfg)
+
+
+def test_an_overlong_demonstration_names_eval_keys_and_half_the_window(tmp_path, tok):
+    """Eval's demonstrations get half the window: the message says so and names eval's ``on_overlong``
+    (not training's ``data.on_overlong``), with the demo file and line."""
+    from manyicl.tasks import load_task_dir
+    from manyicl.templates import OverlongExampleError
+
+    d, task = _overlong_folder(tmp_path, [json.dumps({"input": "q 1", "output": "b"})])
+    with (d / "train.jsonl").open("a") as f:
+        f.write(json.dumps({"input": "word " * 200, "output": "a"}) + "\n")
+    task = load_task_dir(d)
+    cfg = _cfg(tmp_path, "max_length=128", "on_overlong=error", "dev_queries=0", "shots=[0]")
+    with pytest.raises(OverlongExampleError) as e:
+        prepare_task(task, tok, cfg)
+    msg = str(e.value)
+    assert f"{d / 'train.jsonl'}:9" in msg and "> 64 (half of max_length 128, for a demonstration)" in msg
+    assert "set on_overlong to skip" in msg and "data.on_overlong" not in msg

@@ -702,7 +702,8 @@ def test_eval_query_too_long_with_on_overlong_error(cli):
     done, p = cli
     _refused(
         done["overlong"],
-        "long_query/test query 1 does not fit in half of max_length 128 (64 tokens for query + answer); "
+        "long_query/test.jsonl:1: a test query of task long_query does not fit in half of max_length 128 "
+        "(64 tokens for query + answer); "
         "set on_overlong to skip or truncate_input, or raise max_length",
     )
     assert "data.on_overlong" not in done["overlong"].stderr  # eval's own key, not train's

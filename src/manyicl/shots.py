@@ -64,6 +64,15 @@ def answer_mode(task: Task) -> str:
     return "options" if task.metric == "accuracy" and has_options else "generate"
 
 
+def _source_of(task: Task, split: str, ex, index: int) -> str:
+    """Where a query came from, for messages: ``FILE:LINE`` when the task was read from files, else
+    ``TASK/SPLIT example N`` (generated examples: N counts from 1 in the split as evaluated)."""
+    file = task.split_files.get(split)
+    if file and ex.line:
+        return f"{file}:{ex.line}"
+    return f"{task.name}/{split} example {index + 1}"
+
+
 def prepare_task(task: Task, tokenizer, cfg: EvalConfig) -> PreparedTask:
     """Tokenize the demonstration pool and pick the test and dev queries (the same for every model,
     seed and shot count). With ``dedup``, eval-split inputs that also occur in the demo split are
@@ -106,7 +115,14 @@ def prepare_task(task: Task, tokenizer, cfg: EvalConfig) -> PreparedTask:
     else:
         dev_examples = [pool[i] for i in dev_idx]
     demos = tokenize_task(
-        demo_task, tokenizer, cfg.demo_split, cfg.max_length // 2, cfg.on_overlong, cfg.add_bos
+        demo_task,
+        tokenizer,
+        cfg.demo_split,
+        cfg.max_length // 2,
+        cfg.on_overlong,
+        cfg.add_bos,
+        overlong_key="on_overlong",
+        window=f"{cfg.max_length // 2} (half of max_length {cfg.max_length}, for a demonstration)",
     )
     r = Renderer(tokenizer, task.template, add_bos=cfg.add_bos)
     if cfg.scoring.max_new_tokens:
@@ -137,10 +153,11 @@ def prepare_task(task: Task, tokenizer, cfg: EvalConfig) -> PreparedTask:
         q_ids, cut = r.fit_query(ex.input, budget - answer_len)
         if cut and cfg.on_overlong != "truncate_input":
             if cfg.on_overlong == "error":
+                split = cfg.eval_split if is_test else dev_pool_split
                 raise ManyICLError(
-                    f"{task.name}/{cfg.eval_split} query {i + 1} does not fit in half of max_length "
-                    f"{cfg.max_length} ({budget} tokens for query + answer); set on_overlong to skip or "
-                    "truncate_input, or raise max_length"
+                    f"{_source_of(task, split, ex, i)}: a {split} query of task {task.name} does not fit in "
+                    f"half of max_length {cfg.max_length} ({budget} tokens for query + answer); set on_overlong "
+                    "to skip or truncate_input, or raise max_length"
                 )
             skipped += 1
             continue

@@ -180,12 +180,16 @@ def tokenize_task(
     on_overlong: str = "truncate_input",
     add_bos: bool = True,
     limit: int | None = None,
+    overlong_key: str = "data.on_overlong",
+    window: str | None = None,
 ) -> TokenizedTask:
     """Tokenize every example of ``task[split]`` once, applying the overlong-example policy.
 
     An example is overlong when header + example exceeds ``max_length``. Policy ``skip`` drops it
     (counted in ``skipped``), ``truncate_input`` cuts its input from the left (counted in
-    ``truncated``), ``error`` raises :class:`OverlongExampleError` naming the task and line.
+    ``truncated``), ``error`` raises :class:`OverlongExampleError` naming the file and line. Its
+    message names the setting to change as ``overlong_key`` (evaluation: ``on_overlong``) and the
+    limit as ``window`` (default ``max_length N``; evaluation's demonstrations get half the window).
     """
     examples = task.split(split)
     if limit is not None:
@@ -206,8 +210,8 @@ def tokenize_task(
                 where = f"{task.split_files.get(split, task.name + '/' + split)}:{e.line or i + 1}"
                 too_long.add(
                     where,
-                    f"{len(q) + len(t)} tokens + {len(header)} header > max_length {max_length}; set "
-                    "data.on_overlong to skip or truncate_input, or raise max_length",
+                    f"{len(q) + len(t)} tokens + {len(header)} header > {window or f'max_length {max_length}'}; "
+                    f"set {overlong_key} to skip or truncate_input, or raise max_length",
                     "input",
                 )
                 continue
