@@ -367,3 +367,34 @@ def test_an_overlong_demonstration_names_eval_keys_and_half_the_window(tmp_path,
     msg = str(e.value)
     assert f"{d / 'train.jsonl'}:9" in msg and "> 64 (half of max_length 128, for a demonstration)" in msg
     assert "set on_overlong to skip" in msg and "data.on_overlong" not in msg
+
+
+def test_top_k_scoring_gives_the_same_predictions_and_scores(tmp_path, tok, model):
+    """scoring.top_k prunes the option search: every prediction, row score and the k best option scores
+    equal scoring every option; only the pruned options' scores are missing (null)."""
+    labels = (  # byte tokens: a trie of ~90 nodes, more than one search round takes at once
+        "crimson apple", "crimson wine", "azure sky", "azure whale", "emerald grass",
+        "emerald tea", "golden sun", "golden fish", "silver moon", "silver coin", "x",
+    )  # fmt: skip
+    task = toy_task(70, labels=labels)
+    full = evaluate(_cfg(tmp_path / "all"), model=model, tokenizer=tok, tasks=[task])
+    top = evaluate(_cfg(tmp_path / "top", "scoring.top_k=1"), model=model, tokenizer=tok, tasks=[task])
+    assert [r["score"] for r in top.rows] == [r["score"] for r in full.rows]
+    assert len(top.predictions) == len(full.predictions)
+    pruned = 0
+    for a, b in zip(full.predictions, top.predictions):
+        assert b["prediction"] == a["prediction"] and b["correct"] == a["correct"]
+        sa, sb = a["option_scores"], b["option_scores"]
+        best = int(np.argmax(sa))
+        assert sb[best] == pytest.approx(sa[best], abs=2e-4)
+        pruned += sum(v is None for v in sb)
+    assert pruned > 0  # the search did cut options
+    saved = [json.loads(x) for x in (tmp_path / "top" / "predictions.jsonl").read_text().splitlines()]
+    assert any(None in p["option_scores"] for p in saved)
+
+
+def test_top_k_must_be_positive(tmp_path):
+    from manyicl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="scoring.top_k"):
+        _cfg(tmp_path, "scoring.top_k=0")

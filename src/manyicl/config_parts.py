@@ -312,9 +312,16 @@ class ScoringConfig:
     generation_backend: Literal["manyicl", "vllm"] = "manyicl"
     """Greedy generation with manyicl's cached prompt, or vLLM with prefix caching (GPU, ``pip install
     vllm``). Option scoring always uses manyicl's path (vLLM recomputes prompts for prompt log-probs)."""
+    top_k: int | None = None
+    """Option scoring: score only the k best options exactly (a pruned best-first search of the option
+    trie, docs/evaluation.md); predictions, accuracy and every metric are unchanged, but
+    ``option_scores`` in predictions.jsonl holds null for the pruned options. null: score every option.
+    Saves most on many-way tasks (CLINC150: 1.8-2.4x per query on 2 CPU cores)."""
 
     def validate(self, where: str, c: Collector) -> None:
         _require_positive(self, where, c, "max_new_tokens_cap", "prefill_chunk")
+        if self.top_k is not None and self.top_k < 1:
+            c.add(_key(where, "top_k"), f"must be >= 1 (or null: every option), got {self.top_k}")
         if self.max_new_tokens < 0:
             c.add(_key(where, "max_new_tokens"), f"must be >= 0 (0 = automatic), got {self.max_new_tokens}")
 

@@ -58,22 +58,33 @@ def score_queries(
     normalize: str = "none",
     budget: int = 4096,
     queries: list[Query] | None = None,
+    top_k: int | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Score the queries of ``prepared`` (or ``queries``) after the scorer's prompt; per-query scores and
     predictions. A bare :class:`PromptCache` is scored through an :class:`HFScorer` (``tokenizer`` and
-    ``budget`` are for that case only: a Scorer has its own)."""
+    ``budget`` are for that case only: a Scorer has its own). ``top_k``: only the k best options are
+    scored exactly (the same predictions); the pruned ones' ``option_scores`` are None."""
     if isinstance(scorer, PromptCache):
         scorer = HFScorer.from_cache(scorer, tokenizer, token_budget=budget)
     task = prepared.task
     scores, preds = [], []
     queries = prepared.queries if queries is None else queries
     if prepared.mode == "options":
-        all_lls = scorer.score_options([(q.ids, q.option_ids) for q in queries])
-        for q, lls in zip(queries, all_lls):
-            vals = [lp / n if normalize == "tokens" else lp for lp, n in lls]
-            pred = q.options[int(np.argmax(vals))]
+        items = [(q.ids, q.option_ids) for q in queries]
+        if top_k is None:
+            found = [([lp for lp, _ in r], [n for _, n in r], None) for r in scorer.score_options(items)]
+        else:
+            found = [(r.logprobs, r.tokens, r.exact) for r in scorer.best_options(items, top_k, normalize)]
+        for q, (lps, ns, exact) in zip(queries, found):
+            vals = [lp / n if normalize == "tokens" else lp for lp, n in zip(lps, ns)]
+            if exact is not None:
+                vals = [v if e else None for v, e in zip(vals, exact)]
+            pred = q.options[int(np.argmax([-np.inf if v is None else v for v in vals]))]
             scores.append(
-                {"score": float(pred == q.example.output), "option_scores": [round(v, 4) for v in vals]}
+                {
+                    "score": float(pred == q.example.output),
+                    "option_scores": [None if v is None else round(v, 4) for v in vals],
+                }
             )
             preds.append(pred)
         return scores, preds
@@ -237,7 +248,11 @@ def _evaluate(
                                     d = per_query_demos(task_prep, cfg, seed, k, qi)
                                     scorer.set_prompt(build_prompt(task_prep, d))
                                     sc, pr = score_queries(
-                                        scorer, task_prep, normalize=cfg.scoring.normalize, queries=[q]
+                                        scorer,
+                                        task_prep,
+                                        normalize=cfg.scoring.normalize,
+                                        queries=[q],
+                                        top_k=cfg.scoring.top_k,
                                     )
                                     scores += sc
                                     preds += pr
@@ -260,7 +275,10 @@ def _evaluate(
                                     )
                                 prefill_s, prompt_tokens = scorer.prefill_s, len(prompt)
                                 scores, preds = score_queries(
-                                    scorer, task_prep, normalize=cfg.scoring.normalize
+                                    scorer,
+                                    task_prep,
+                                    normalize=cfg.scoring.normalize,
+                                    top_k=cfg.scoring.top_k,
                                 )
                             del scorer  # the prompt's cache goes before the next point's prefill
                             dt = (

@@ -3,7 +3,8 @@
 Three methods, in the spirit of lm-evaluation-harness's ``loglikelihood`` / ``generate_until`` /
 ``loglikelihood_rolling``, plus the prompt they run after:
 
-* ``score_options``: (sum of log-probs, token count) of every answer option after prompt + query;
+* ``score_options``: (sum of log-probs, token count) of every answer option after prompt + query
+  (``best_options``: only the k best exactly, the others pruned with a bound; the same argmax);
 * ``generate``: greedy decoding after prompt + query until a stop string, EOS or a token limit;
 * ``rolling_nll``: the NLL of a token sequence scored from scratch (no prompt: perplexity windows).
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .caching import PromptCache
+from .option_search import OptionScores
 
 if TYPE_CHECKING:
     from .config import EvalConfig
@@ -56,6 +58,11 @@ class Scorer(Protocol):
 
     def score_options(self, items: Sequence[OptionItem]) -> list[list[tuple[float, int]]]:
         """Per query, per option: (sum of the option's log-probs after prompt + query, its token count)."""
+        ...
+
+    def best_options(self, items: Sequence[OptionItem], k: int, normalize: str) -> list[OptionScores]:
+        """Per query: the ``k`` best options by ``normalize`` scored exactly, the others at least bounded
+        (``OptionScores.exact``); its argmax is ``score_options``'s."""
         ...
 
     def generate(self, queries: Sequence[Sequence[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
@@ -150,6 +157,14 @@ class HFScorer:
             [(list(q), [list(o) for o in opts]) for q, opts in items], token_budget=self.token_budget
         )
 
+    def best_options(self, items: Sequence[OptionItem], k: int, normalize: str) -> list[OptionScores]:
+        return self._prompt().best_options_many(
+            [(list(q), [list(o) for o in opts]) for q, opts in items],
+            k=k,
+            normalize=normalize,
+            token_budget=self.token_budget,
+        )
+
     def generate(self, queries: Sequence[Sequence[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
         if self.tokenizer is None:
             raise RuntimeError("HFScorer.generate needs the tokenizer (to find stop strings)")
@@ -235,6 +250,13 @@ class VLLMScorer:
                 res.append((float(sum(lp[-k:])), k))
             out.append(res)
         return out
+
+    def best_options(self, items: Sequence[OptionItem], k: int, normalize: str) -> list[OptionScores]:
+        """Every option scored (vLLM recomputes the prompt per option anyway: nothing to prune)."""
+        return [
+            OptionScores([lp for lp, _ in r], [n for _, n in r], [True] * len(r), rounds=1)
+            for r in self.score_options(items)
+        ]
 
     def generate(self, queries: Sequence[Sequence[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
         return self.engine.generate(
