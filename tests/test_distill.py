@@ -1,3 +1,8 @@
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -178,7 +183,7 @@ def test_teacher_distributions_are_the_teachers_after_the_whole_support_prompt(t
 
 
 def test_accuracy_claims_need_a_teacher_that_can_do_icl():
-    from manyicl.report import distill_claims
+    from manyicl.distill_report import distill_claims
 
     def row(method, update, k, ind, ood):
         return {"method": method, "update": update, "k": k, "in_domain": ind, "out_of_domain": ood}
@@ -361,3 +366,158 @@ def test_distill_rejects_a_kl_to_base_term(tmp_path):
 
     with pytest.raises(ConfigError, match="optim.kl_to_base"):
         load_config(DistillConfig, None, [f"output_dir={tmp_path}", "optim.kl_to_base=0.1"])
+
+
+# --------------------------------------------------------------------------------------------
+# The report from results.json alone (`manyicl distill CONFIG --report`)
+# --------------------------------------------------------------------------------------------
+
+COMMITTED = Path(__file__).resolve().parent.parent / "results" / "distill"
+OUTPUTS = ["report.md", "results.json", "results.csv"] + [
+    f"plots/{n}"
+    for n in (
+        "fig1_accuracy.png",
+        "fig2_cost.png",
+        "fig3_pbft_variants.png",
+        "fig4_pbft_cost.png",
+        "fig5_cd_variants.png",
+        "fig6_cd_cost.png",
+    )
+]
+
+
+def test_distill_report_imports_no_data_loader_model_or_workflow():
+    from test_architecture import import_graph
+
+    imports = import_graph()["manyicl.distill_report"]
+    loaders = {"manyicl.data", "manyicl.tasks", "manyicl.sources", "manyicl.datasets", "manyicl.realdata"}
+    workflows = {
+        "manyicl.distill",
+        "manyicl.train",
+        "manyicl.evaluate",
+        "manyicl.session",
+        "manyicl.optimize",
+    }
+    assert not imports & (loaders | workflows | {"manyicl.modeling", "manyicl.scoring"}), sorted(imports)
+
+
+def _copy_inputs(dst: Path) -> Path:
+    """The committed study's inputs only (results.json, config.yaml): every output must be rewritten."""
+    dst.mkdir()
+    for name in ("results.json", "config.yaml"):
+        shutil.copy2(COMMITTED / name, dst / name)
+    return dst
+
+
+@pytest.mark.skipif(not (COMMITTED / "results.json").exists(), reason="no committed distill results")
+def test_the_committed_report_regenerates_identically_from_its_results(tmp_path, capsys):
+    """``manyicl distill CONFIG --report`` on the committed study (made before ``optim`` replaced the
+    top-level ``lr``: its settings are in config.yaml, results.json has none) rewrites report.md,
+    results.json/csv and the six figures byte for byte (the PNGs too: matplotlib is pinned, and its
+    version is the only metadata they carry)."""
+    from manyicl.cli import main
+
+    assert (
+        "lr" in (COMMITTED / "config.yaml").read_text()
+        and "optim" not in (COMMITTED / "config.yaml").read_text()
+    )
+    out = _copy_inputs(tmp_path / "distill")
+    assert main(["-q", "distill", "distill_quick", f"output_dir={out}", "--report"]) == 0
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+    for name in OUTPUTS:
+        assert (out / name).read_bytes() == (COMMITTED / name).read_bytes(), name
+    assert (out / "config.yaml").read_bytes() == (COMMITTED / "config.yaml").read_bytes()  # not rewritten
+
+
+def test_a_study_that_records_its_settings_is_rewritten_from_results_json_alone(tmp_path):
+    """A results.json written by today's workflow records the settings; --report reads them there (a
+    config.yaml changed since, e.g. by a later run that was stopped, is not what made the rows), and
+    keeps them verbatim (settings added to DistillConfig since are not filled in)."""
+    from manyicl.config import to_dict
+    from manyicl.distill_report import recorded_settings, report_from_results, write_report
+
+    rows = json.loads((COMMITTED / "results.json").read_text())["rows"]
+    cfg, _ = recorded_settings(COMMITTED, {}, COMMITTED / "results.json")
+    assert cfg.optim.lr == 1e-4 and cfg.optim.warmup_steps == 0 and cfg.optim.max_grad_norm == 0.0
+    assert cfg.eval_queries == 80  # recorded, not today's default
+    out = tmp_path / "study"
+    recorded = {k: v for k, v in to_dict(replace(cfg, output_dir=str(out))).items() if k != "overwrite"}
+    write_report(replace(cfg, output_dir=str(out)), rows, "same model", recorded)
+    written = {n: (out / n).read_bytes() for n in OUTPUTS}
+    assert json.loads(written["results.json"])["config"] == recorded
+    (out / "config.yaml").write_text("shots: [2]\neval_queries: 5\n")  # not the study's settings
+    for name in ("report.md", "results.csv"):
+        (out / name).unlink()
+    assert report_from_results(out) == out / "report.md"
+    assert {n: (out / n).read_bytes() for n in OUTPUTS} == written
+    assert "overwrite" not in json.loads((out / "results.json").read_text())["config"]
+
+
+def _tree(root: Path) -> dict:
+    """Every path under ``root`` with its bytes (files) and modification time, and root's own mtime."""
+    got = {".": root.stat().st_mtime_ns}
+    for p in sorted(root.rglob("*")):
+        got[str(p.relative_to(root))] = (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+    return got
+
+
+def test_report_only_refuses_a_folder_without_usable_results(tmp_path, capsys):
+    from manyicl.cli import main
+
+    args = ["-q", "distill", "distill_quick", f"output_dir={tmp_path}", "--report"]
+    results = tmp_path / "results.json"
+
+    def refused(*needles: str) -> None:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        for n in needles:
+            assert n in err, err
+        assert not (tmp_path / "report.md").exists() and not (tmp_path / ".manyicl.lock").exists()
+
+    refused(f"output_dir: {results} does not exist: run the study first (without --report)")
+    results.write_text('{"rows": [')
+    refused(f"{results}: not readable JSON")
+    results.write_text("[1, 2]")
+    refused(f"{results}: not a distill results.json (no student, rows)")
+    results.write_text('{"student": "same model", "rows": [{"method": "base", "update": "-", "k": 0}]}')
+    refused(f"{results}: rows[0] has no inference_ms_per_query")
+    good = {"method": "base", "update": "-", "k": 0, "inference_ms_per_query": 1.0}
+    bad_rows = [
+        (good | {"k": "4"}, "rows[1] k must be an integer"),
+        (good | {"in_domain": "0.5"}, "rows[1] in_domain must be numbers (or null)"),
+        (good | {"per_task": {"rte": "x"}}, "rows[1] per_task must map task names to accuracies"),
+    ]
+    for row, needle in bad_rows:
+        results.write_text(json.dumps({"student": "same model", "rows": [good, row]}))
+        refused(f"{results}: {needle}")
+    results.write_text(json.dumps({"student": "same model", "rows": [good]}))  # no settings anywhere
+    refused(f"{results}: records no settings and {tmp_path / 'config.yaml'} is missing")
+    (tmp_path / "config.yaml").write_text("shots: [1\n")
+    refused(f"{tmp_path / 'config.yaml'}: not readable YAML")
+    (tmp_path / "config.yaml").write_text("shots: [1]\nalpha: 7\n")
+    refused(
+        f"{tmp_path / 'config.yaml'}: the study's recorded settings do not load", "alpha: must be in [0, 1]"
+    )
+    results.write_text(json.dumps({"config": [1], "student": "same model", "rows": [good]}))
+    refused(f"{results}: config must be a mapping")
+    results.unlink()
+    results.mkdir()
+    refused(f"output_dir: {results} is not a file")
+
+
+def test_report_only_leaves_a_report_without_results_json_untouched(tmp_path, capsys):
+    """A folder holding report.md (and plots, config.yaml) but no results.json: refused, nothing in it
+    changes, not even a lock file or a write probe (the folder's mtime is the same)."""
+    from manyicl.cli import main
+
+    out = tmp_path / "study"
+    (out / "plots").mkdir(parents=True)
+    (out / "report.md").write_text("# my report\n")
+    (out / "plots" / "fig1_accuracy.png").write_bytes(b"\x89PNG not really")
+    shutil.copy2(COMMITTED / "config.yaml", out / "config.yaml")
+    before = _tree(out)
+    assert main(["-q", "distill", "distill_quick", f"output_dir={out}", "--report"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'results.json'} does not exist" in err and "Traceback" not in err
+    assert _tree(out) == before

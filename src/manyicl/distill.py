@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DistillConfig, EvalConfig
+from .config import DistillConfig, EvalConfig, to_dict
+from .distill_report import notes_of, upgrade_settings, write_report
 from .errors import ManyICLError
-from .fileio import atomic_write_json
 from .losses import distillation_loss
 from .memory import PeakMemory
 from .optimize import Loss, Optimization, StepBatch, StepResult, run_steps
@@ -399,19 +399,15 @@ def _score(model, tok, tasks: list[Task], cfg: DistillConfig, shots: int, with_p
 _SELECTION = ("output_dir", "overwrite", "methods", "updates", "shots")
 """Settings that choose which cells run, not what a cell computes (a resume may change them)."""
 
-_LEGACY_OPTIM = {"warmup_steps": 0, "min_lr_ratio": 1.0, "max_grad_norm": 0.0, "weight_decay": 0.01}
-"""What the students' optimiser was before ``optim`` existed (constant LR, no clipping): cells of such a run
-compare against it, so they are not mistaken for cells made with the schedule."""
-
 
 def settings_drift(old: dict, cfg: DistillConfig) -> list[str]:
-    """Settings that differ between the run that made a folder's cells and ``cfg`` (selection keys aside)."""
-    from .config import to_dict
+    """Settings that differ between the run that made a folder's cells and ``cfg`` (selection keys aside).
+    Cells made before ``optim`` existed compare against the optimiser they were trained with
+    (``distill_report.upgrade_settings``: constant LR, no clipping), so they are not mistaken for cells
+    made with the schedule."""
     from .runs import settings_drift as drift
 
-    if isinstance(old, dict) and "optim" not in old:
-        old = old | {"optim": to_dict(cfg.optim) | _LEGACY_OPTIM | {"lr": old.get("lr", cfg.optim.lr)}}
-    return drift(old, to_dict(cfg), ignore=_SELECTION)
+    return drift(upgrade_settings(old, to_dict(cfg.optim)), to_dict(cfg), ignore=_SELECTION)
 
 
 def claim_folder(cfg: DistillConfig):
@@ -465,7 +461,6 @@ def _run(cfg: DistillConfig, out: Path) -> DistillResult:
     template = nli_template(cfg.prefix)
     verb = verbalizer_ids(tok, template)
     device = next(teacher.parameters()).device
-    notes: set[str] = set()
     rows = []
 
     def cell(key: str, fn) -> dict:
@@ -521,11 +516,6 @@ def _run(cfg: DistillConfig, out: Path) -> DistillResult:
                         **scores,
                     }
 
-                got = cell(f"{method}/{update}/{k}", run)
-                if got.get("note"):
-                    notes.add(got["note"])
-    from .report import write_distill_report
-
-    atomic_write_json(out / "results.json", {"student": student_shape, "rows": rows})
-    report = write_distill_report(cfg, rows, sorted(notes), student_shape)
-    return DistillResult(report, out, rows, sorted(notes), student_shape)
+                cell(f"{method}/{update}/{k}", run)
+    report = write_report(cfg, rows, student_shape, to_dict(cfg))
+    return DistillResult(report, out, rows, notes_of(rows), student_shape)

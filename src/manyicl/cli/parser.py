@@ -116,13 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", action="store_true", help="only write the report from the cells finished so far"
     )
 
-    _workflow_parser(
+    d = _workflow_parser(
         sub,
         "distill",
         "context distillation: a k-shot teacher trains a student without context",
         "distill config",
         cmd_distill,
         DistillConfig,
+    )
+    d.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite report.md, results.json/csv and plots from output_dir/results.json (the settings "
+        "recorded there, or in config.yaml for an older study; no model or data loaded)",
     )
 
     ip = _workflow_parser(

@@ -76,6 +76,11 @@ def _refuse_report_without_cells(output_dir: str) -> None:
 
 def cmd_distill(a: argparse.Namespace) -> int:
     cfg = _config(a, DistillConfig)
+    if a.report:
+        from ..distill_report import report_from_results
+
+        print(f"report: {report_from_results(cfg.output_dir)}")
+        return 0
     from ..distill import distill
 
     print(f"report: {distill(cfg).report_path}")
