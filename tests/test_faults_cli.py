@@ -319,7 +319,7 @@ def cli(tmp_path_factory):
             cwd=work,
         ),
         "out_file": _cmd([*tiny, f"output_dir={p['afile']}"], cwd=work),
-        # train imports torch before it looks at output_dir; experiment looks first (the same check)
+        # the same check as train's and eval's (test_a_bad_output_dir_is_refused_before_torch_is_imported)
         "out_dangling": _cmd(["experiment", "experiment_quick", f"output_dir={p['dangling']}"], cwd=work),
         "out_empty": _cmd(["experiment", "experiment_quick", "output_dir="], cwd=work),
         "out_tilde": _cmd(
@@ -535,6 +535,82 @@ def test_output_dir_with_tilde_is_the_home_folder(cli):
 def test_output_dir_that_is_not_writable(cli):
     done, p = cli
     _refused(done["out_readonly"], f"output_dir: {p['readonly']} is not writable (Permission denied)")
+
+
+# Runs `main(argv)` in a fresh interpreter and prints, after it returned (or exited), its exit code, its
+# stderr and which heavy modules had been imported by then. As root (whom a read-only folder does not
+# stop) the write probe into $READONLY fails as it does for a user.
+EARLY_REFUSAL = r"""
+import contextlib, io, json, os, sys, tempfile
+readonly = os.environ.get("READONLY")
+if readonly and os.geteuid() == 0:
+    real_mkstemp = tempfile.mkstemp
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and os.path.abspath(dir) == readonly:
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+    tempfile.mkstemp = mkstemp
+from manyicl.cli import main
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    try:
+        rc = main(sys.argv[1:])
+    except SystemExit as e:
+        rc = e.code
+heavy = ("torch", "transformers", "accelerate", "peft", "datasets")
+print(json.dumps({"rc": rc, "err": err.getvalue(), "imported": [m for m in heavy if m in sys.modules]}))
+"""
+
+OUTPUT_DIR_FAULTS = ["a_file", "read_only", "dangling_link", "empty", "tilde"]
+
+
+@pytest.mark.parametrize("flow", ["train", "eval"])
+@pytest.mark.parametrize("fault", OUTPUT_DIR_FAULTS)
+def test_a_bad_output_dir_is_refused_before_torch_is_imported(tmp_path, flow, fault):
+    """Issue 13 case 7: an unusable ``output_dir`` gives exit 2 and a message naming it before torch or
+    transformers are imported (the workflow modules import them: seconds before any check of theirs),
+    checked in the process where the refusal happened. ``~`` is the home folder, never a literal ``./~``."""
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    (home / "x").write_text("a file in the home folder")
+    afile = tmp_path / "a_file"
+    afile.write_text("not a folder")
+    readonly = tmp_path / "read_only"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "missing_target")
+    value, want = {
+        "a_file": (str(afile), f"output_dir: {afile} is a file, not a folder; choose another output_dir"),
+        "read_only": (str(readonly), f"output_dir: {readonly} is not writable (Permission denied)"),
+        "dangling_link": (
+            str(dangling),
+            f"output_dir: {dangling} is a link to a missing target ({tmp_path / 'missing_target'}); "
+            "remove it or fix it",
+        ),
+        "empty": ("", "output_dir: is empty; give a folder, e.g. output_dir=runs/my_run"),
+        "tilde": ("~/x", f"output_dir: {home / 'x'} is a file, not a folder"),
+    }[fault]
+    args = ["train", "tiny", "progress=false"] if flow == "train" else ["eval", "eval_synthetic"]
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", EARLY_REFUSAL, "-q", *args, f"output_dir={value}"],
+            cwd=work,
+            env={**ENV, "HOME": str(home), "READONLY": str(readonly)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        readonly.chmod(0o755)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["rc"] == 2 and "Traceback" not in got["err"], got["err"][-3000:]
+    assert want in got["err"], got["err"]
+    assert got["imported"] == [], f"refused only after importing {got['imported']}"
+    assert list(work.iterdir()) == [] and list(readonly.iterdir()) == []  # no ./~, no probe left
+    assert afile.read_text() == "not a folder" and (home / "x").read_text() == "a file in the home folder"
 
 
 # --------------------------------------------------------------------------------------------

@@ -115,6 +115,19 @@ def _config(a: argparse.Namespace, cls):
     return cfg
 
 
+def _checked_output_dir(cfg):
+    """``cfg`` with its ``output_dir`` checked and resolved (``fileio.check_output_dir``: not empty, ``~``
+    expanded, not a file, not a dangling link, writable), before a workflow module is imported: train,
+    eval and the studies import torch and transformers (seconds), and would refuse a bad folder only
+    after that. The one early check every workflow subcommand that writes a run folder goes through
+    (not ``--report`` / ``--status``, which must leave a folder as it is)."""
+    import dataclasses
+
+    from ..fileio import check_output_dir
+
+    return dataclasses.replace(cfg, output_dir=str(check_output_dir(cfg.output_dir)))
+
+
 SUMMARY_HEADER = (
     "n: test queries, k: shots chosen on dev, best: test score at k, at max: score at max k shots"
 )

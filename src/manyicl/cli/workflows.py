@@ -16,13 +16,13 @@ from ..config import (
     TrainConfig,
     load_config,
 )
-from .common import _config, _offline, summary_table_text
+from .common import _checked_output_dir, _config, _offline, summary_table_text
 
 log = logging.getLogger("manyicl")
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    cfg = _config(a, TrainConfig)
+    cfg = _checked_output_dir(_config(a, TrainConfig))
     if a.resume:
         cfg.resume = True
     from ..train import train
@@ -35,7 +35,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    cfg = _config(a, EvalConfig)
+    cfg = _checked_output_dir(_config(a, EvalConfig))
     from ..evaluate import evaluate
 
     res = evaluate(cfg)
@@ -48,6 +48,8 @@ def cmd_experiment(a: argparse.Namespace) -> int:
     cfg = _config(a, ExperimentConfig)
     if a.report:
         _refuse_report_without_cells(cfg.output_dir)
+    elif not a.status:
+        cfg = _checked_output_dir(cfg)
     from ..experiment import experiment
 
     res = experiment(cfg, status_only=a.status, report_only=a.report)
@@ -81,6 +83,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
         print(f"report: {report_from_results(cfg.output_dir)}")
         return 0
+    cfg = _checked_output_dir(cfg)
     from ..distill import distill
 
     print(f"report: {distill(cfg).report_path}")
@@ -94,6 +97,7 @@ def cmd_icl_preserve(a: argparse.Namespace) -> int:
 
         print(f"report: {report_from_results(cfg.output_dir)}")
         return 0
+    cfg = _checked_output_dir(cfg)
     from ..icl_preserve import icl_preserve
 
     print(f"report: {icl_preserve(cfg).report_path}")
@@ -101,7 +105,7 @@ def cmd_icl_preserve(a: argparse.Namespace) -> int:
 
 
 def cmd_perplexity(a: argparse.Namespace) -> int:
-    cfg = _config(a, PerplexityConfig)
+    cfg = _checked_output_dir(_config(a, PerplexityConfig))
     from ..perplexity import perplexity, perplexity_table
 
     res = perplexity(cfg)
@@ -114,7 +118,7 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
     overrides = list(a.overrides)
     if a.output:
         overrides.append(f"output_dir={a.output}")
-    cfg = load_config(QuickstartConfig, a.config, overrides)
+    cfg = _checked_output_dir(load_config(QuickstartConfig, a.config, overrides))
     _offline(cfg.train.model.allow_download)
     from ..quickstart import quickstart
 
