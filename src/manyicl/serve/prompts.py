@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ..caching import PromptCache, prompt_hash
 from ..config import EvalConfig
 from ..evaluate import PreparedTask, answer_mode, shot_plan
-from ..option_search import OptionTrie
+from ..option_search import OptionTrie, chunks
 from ..overlap import drop_train_test_duplicates
 from ..tasks import Task
 from ..templates import Renderer, tokenize_task
@@ -250,16 +250,7 @@ def pass_chunks(st: ServedTask, items: list[Encoded], budget: int) -> list[list[
     else:
         budget = max(budget, 4096)
         sizes = [len(e.ids) + st.max_new_tokens for e in items]
-    out: list[list[int]] = []
-    cur: list[int] = []
-    used = 0
-    for i, n in enumerate(sizes):
-        if cur and used + n > budget:
-            out.append(cur)
-            cur, used = [], 0
-        cur.append(i)
-        used += n
-    return out + [cur] if cur else out
+    return chunks(sizes, budget)
 
 
 def score_encoded(
