@@ -468,17 +468,15 @@ def check_settings(out: Path, cfg: ExperimentConfig) -> None:
     ``overwrite=true``). Finished cells made with the same settings are always kept: the experiment
     continues cell by cell."""
     from .config import to_dict
-    from .runs import RunFolder, has_cells
+    from .runs import study_folder
 
-    folder = RunFolder(
+    study_folder(
         out,
         "experiment",
-        {"cells": has_cells},
-        owned=("cells", "train", "loco", "eval_runs", "perplexity_runs"),
+        ("cells", "train", "loco", "eval_runs", "perplexity_runs"),
+        lambda old: settings_drift(old, to_dict(cfg)),
+        cfg.overwrite,
     )
-    drift = folder.saved_drift(lambda old: settings_drift(old, to_dict(cfg)))
-    if drift:
-        folder.claim(resume=True, overwrite=cfg.overwrite, drift=drift, drift_field="output_dir")
 
 
 def experiment(

@@ -388,19 +388,15 @@ def claim_folder(cfg: ICLPreserveConfig):
     refused, or discarded with ``overwrite=true``. Returns the folder, to hold its lock while the study
     works."""
     from .fileio import check_output_dir
-    from .runs import RunFolder, has_cells
+    from .runs import study_folder
 
-    out = check_output_dir(cfg.output_dir)
-    folder = RunFolder(
-        out,
+    return study_folder(
+        check_output_dir(cfg.output_dir),
         "icl-preserve",
-        {"cells": has_cells},
-        owned=("cells", "train", "eval_runs", "plots", "results.json", "results.csv", "report.md"),
+        ("cells", "train", "eval_runs", "plots", "results.json", "results.csv", "report.md"),
+        lambda old: settings_drift(old, cfg),
+        cfg.overwrite,
     )
-    drift = folder.saved_drift(lambda old: settings_drift(old, cfg))
-    if drift:
-        folder.claim(resume=True, overwrite=cfg.overwrite, drift=drift, drift_field="output_dir")
-    return folder
 
 
 @dataclass

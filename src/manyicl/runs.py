@@ -243,3 +243,17 @@ class PointStore:
 
 def _jsonable(d: dict) -> dict:
     return json.loads(json.dumps(d, sort_keys=True, default=str))
+
+
+def study_folder(
+    out: Path, kind: str, owned: tuple[str, ...], drift: Callable[[dict], list[str]], overwrite: bool
+) -> RunFolder:
+    """The folder of a resumable study (experiment, distill, icl-preserve): finished cells made with the
+    same settings are kept (the study continues cell by cell); cells made with other settings
+    (``drift(saved config)``) are refused, or discarded with ``overwrite``. Returns the folder, whose
+    lock the study holds while it works."""
+    folder = RunFolder(out, kind, {"cells": has_cells}, owned=owned)
+    changed = folder.saved_drift(drift)
+    if changed:
+        folder.claim(resume=True, overwrite=overwrite, drift=changed, drift_field="output_dir")
+    return folder
