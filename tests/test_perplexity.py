@@ -50,3 +50,14 @@ def test_perplexity_workflow_on_a_tiny_model(tmp_path, model, tok):
     for r in res.rows:
         assert r["perplexity"] > 1 and r["bits_per_byte"] > 0 and math.isfinite(r["perplexity"])
     assert (tmp_path / "out" / "perplexity.md").read_text().startswith("Perplexity by context length")
+
+
+def test_a_bad_output_dir_is_refused_before_any_work(tmp_path, model, tok):
+    from manyicl.errors import ConfigError
+
+    taken = tmp_path / "a_file"
+    taken.write_text("x")
+    cfg = load_config(PerplexityConfig, None, [f"output_dir={taken}", "progress=false"])
+    with pytest.raises(ConfigError, match="output_dir"):
+        perplexity(cfg, model=model, tokenizer=tok)
+    assert taken.read_text() == "x"

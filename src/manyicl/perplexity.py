@@ -78,10 +78,10 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
     """Perplexity and bits-per-byte of each model at each context length; writes perplexity.json/.md."""
     from tqdm.auto import tqdm
 
+    from .fileio import check_output_dir
     from .session import ModelSession
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(cfg.output_dir)  # before the model loads: a file, dangling link, `~`, read-only
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     books_dir = Path(cfg.books_dir) if cfg.books_dir else _default_books()
     files = book_files(books_dir, cfg.n_books)
