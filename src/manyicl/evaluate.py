@@ -29,6 +29,7 @@ from .eval_summary import query_matrix, summarize  # noqa: F401 - re-exported
 from .fileio import atomic_write_json
 from .memory import PeakMemory, eval_guard
 from .metrics import score_generation
+from .option_search import option_score
 from .predictions import load_predictions, save_predictions  # noqa: F401 - re-exported
 from .runs import PointStore
 from .scoring import HFScorer, MakeScorer, Scorer, ScorerFactory, batch_tokens  # noqa: F401 - batch_tokens re-exported
@@ -76,7 +77,7 @@ def score_queries(
         else:
             found = [(r.logprobs, r.tokens, r.exact) for r in scorer.best_options(items, top_k, normalize)]
         for q, (lps, ns, exact) in zip(queries, found):
-            vals = [lp / n if normalize == "tokens" else lp for lp, n in zip(lps, ns)]
+            vals = [option_score(lp, n, normalize) for lp, n in zip(lps, ns)]
             if exact is not None:
                 vals = [v if e else None for v, e in zip(vals, exact)]
             pred = q.options[int(np.argmax([-np.inf if v is None else v for v in vals]))]

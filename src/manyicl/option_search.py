@@ -87,6 +87,11 @@ class CacheLike(Protocol):
     def masked_forward(self, ids: list[int], pos: list[int], visible: torch.Tensor, keep: list[int]): ...
 
 
+def option_score(lp: float, n: int, normalize: str) -> float:
+    """What options are ranked by: the summed log-prob (``none``) or its mean per token (``tokens``)."""
+    return lp / n if normalize == "tokens" else lp
+
+
 def chunks(sizes: list[int], budget: int) -> list[list[int]]:
     """Consecutive indices grouped while their sizes fit ``budget`` (one item alone may exceed it)."""
     out, cur, used = [], [], 0
@@ -197,25 +202,26 @@ class _Search:
                 self.longest[node] = max(self.longest[node], len(path))
         self._ends = [path[-1] for path in t.paths]
 
-    def score(self, lp: float, n: int) -> float:
-        return lp / n if self.normalize == "tokens" else lp
-
     def bound(self, node: int) -> float:
-        """The best normalised score any option strictly below ``node`` can reach."""
-        lp = min(self.lp[node], 0.0)
-        return lp / self.longest[node] if self.normalize == "tokens" else lp
+        """The best normalised score any option strictly below ``node`` can reach: its prefix's
+        log-prob (never positive), over the longest option below it under ``tokens``."""
+        return option_score(min(self.lp[node], 0.0), self.longest[node], self.normalize)
 
     def threshold(self) -> float:
         """The k-th best score among the complete options (-inf while fewer than k are complete)."""
         done = sorted(
-            (self.score(self.lp[e], len(p)) for e, p in zip(self._ends, self.trie.paths) if e in self.lp),
+            (
+                option_score(self.lp[e], len(p), self.normalize)
+                for e, p in zip(self._ends, self.trie.paths)
+                if e in self.lp
+            ),
             reverse=True,
         )
         return done[self.k - 1] if len(done) >= self.k else -math.inf
 
-    def frontier(self) -> list[int]:
-        """Known, unfed nodes with children that could still hold one of the k best, best first."""
-        cut = self.threshold()
+    def frontier(self, cut: float) -> list[int]:
+        """Known, unfed nodes with children whose bound beats ``cut`` (the k-th best complete score), best
+        first: those that could still hold one of the k best."""
         open_ = [v for v in self.lp if v not in self.slot and self.children[v] and self.bound(v) > cut]
         return sorted(open_, key=lambda v: (-self.bound(v), v))
 
@@ -233,8 +239,9 @@ class _Search:
         ``budget`` tokens (a subtree too big for what is left gives only its root). Every open node
         above the k-th best complete score must be fed eventually; before k options are complete there
         is no such score yet, and only nodes within ``margin`` of the best bound are taken."""
-        open_ = self.frontier()
-        if open_ and self.threshold() == -math.inf:
+        cut = self.threshold()
+        open_ = self.frontier(cut)
+        if open_ and cut == -math.inf:
             top = self.bound(open_[0])
             open_ = [v for v in open_ if self.bound(v) >= top - margin]
         chosen: list[int] = []

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ..caching import PromptCache, prompt_hash
 from ..config import EvalConfig
 from ..evaluate import PreparedTask, answer_mode, shot_plan
-from ..option_search import OptionTrie, chunks
+from ..option_search import OptionTrie, chunks, option_score
 from ..overlap import drop_train_test_duplicates
 from ..tasks import Task
 from ..templates import Renderer, tokenize_task
@@ -290,7 +290,7 @@ def score_encoded(
 def _answer(e: Encoded, lps: list[float], ns: list[int], exact: list[bool] | None, normalize: str) -> dict:
     """eval's argmax rule over the exactly scored options; with ``top_k`` the k best (best first) are
     reported and the pruned ones counted."""
-    vals = [lp / n if normalize == "tokens" else lp for lp, n in zip(lps, ns)]
+    vals = [option_score(lp, n, normalize) for lp, n in zip(lps, ns)]
     shown = list(range(len(lps))) if exact is None else [i for i in range(len(lps)) if exact[i]]
     if exact is not None:
         shown = sorted(shown, key=lambda i: (-vals[i], i))[: e.top_k]
