@@ -151,6 +151,7 @@ def load(
     """``n`` single-input requests from ``clients`` threads (stopping early after ``budget_s``)."""
     extra = {} if top_k is None else {"top_k": top_k}
     lat: list[float] = []
+    order: list[int] = []  # the request index of each latency: pairs arms that sent the same inputs
     errors: list[int] = []
     lock = threading.Lock()
     counter = iter(range(n))
@@ -171,9 +172,11 @@ def load(
             )
             dt = time.perf_counter() - t
             with lock:
-                (lat if r.status_code == 200 else errors).append(
-                    dt if r.status_code == 200 else r.status_code
-                )
+                if r.status_code == 200:
+                    lat.append(dt)
+                    order.append(i)
+                else:
+                    errors.append(r.status_code)
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     t0 = time.perf_counter()
@@ -189,7 +192,10 @@ def load(
         "wall_s": wall,
         "rps": len(lat) / wall if wall else None,
         "p50_s": _pct(lat, 50),
+        "p50_ci_s": median_ci(lat),
         "p99_s": _pct(lat, 99),
+        "latencies_s": [round(x, 5) for _, x in sorted(zip(order, lat))],
+        "request_index": sorted(order),
     }
 
 
@@ -198,6 +204,57 @@ def _pct(xs: list[float], p: float) -> float | None:
         return None
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+# --------------------------------------------------------------------------------------------
+# Intervals: every latency is saved, so these can be recomputed from the JSON
+# --------------------------------------------------------------------------------------------
+
+N_BOOT = 4000
+
+
+def median_ci(xs: list[float], seed: int = 0) -> list[float] | None:
+    """95% percentile-bootstrap interval of the median latency."""
+    import numpy as np
+
+    if len(xs) < 2:
+        return None
+    v = np.asarray(xs, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(N_BOOT, len(v)))
+    lo, hi = np.quantile(np.median(v[idx], axis=1), [0.025, 0.975])
+    return [float(lo), float(hi)]
+
+
+def ratio_ci(a: dict, b: dict, stat: str = "median", seed: int = 0) -> list[float] | None:
+    """95% bootstrap interval of stat(a's latencies) / stat(b's). Requests that both arms sent (the same
+    index, so the same input) are resampled jointly (paired); otherwise the arms are resampled apart.
+    ``stat="mean"`` gives the throughput ratio b/a through Little's law (rps = clients / mean latency)
+    at equal client counts."""
+    import numpy as np
+
+    la, lb = a.get("latencies_s") or [], b.get("latencies_s") or []
+    if len(la) < 2 or len(lb) < 2:
+        return None
+    f = np.median if stat == "median" else np.mean
+    rng = np.random.default_rng(seed)
+    va, vb = np.asarray(la, dtype=float), np.asarray(lb, dtype=float)
+    if a.get("request_index") == b.get("request_index"):
+        idx = rng.integers(0, len(va), size=(N_BOOT, len(va)))
+        r = f(va[idx], axis=1) / f(vb[idx], axis=1)
+    else:
+        ia = rng.integers(0, len(va), size=(N_BOOT, len(va)))
+        ib = rng.integers(0, len(vb), size=(N_BOOT, len(vb)))
+        r = f(va[ia], axis=1) / f(vb[ib], axis=1)
+    lo, hi = np.quantile(r, [0.025, 0.975])
+    return [float(lo), float(hi)]
+
+
+def paired(a: dict, b: dict) -> bool:
+    return bool(a.get("request_index")) and a.get("request_index") == b.get("request_index")
+
+
+def _ci(x: list[float] | None, digits: int = 2) -> str:
+    return "" if not x else f" [{x[0]:.{digits}f}, {x[1]:.{digits}f}]"
 
 
 def per_request_prompt(
@@ -229,6 +286,8 @@ def per_request_prompt(
     return {
         "requests": len(lat),
         "p50_s": _pct(lat, 50),
+        "p50_ci_s": median_ci(lat),
+        "latencies_s": [round(x, 5) for x in lat],
         "prefill_s": statistics.median(prefill),
         "cache_save_s": save_s,
         "cache_load_s": load_s,
@@ -350,45 +409,55 @@ def _f(x, digits=3) -> str:
 
 
 def report(res: dict) -> str:
+    """Tables read from the results alone. p50s carry a 95% bootstrap interval over requests; ratios carry
+    one from resampling both arms (paired where both sent the same requests); throughput ratios use
+    rps = clients / mean latency (Little's law) for their interval."""
     lines = [f"model {res['model']}, server start {res['server_start_s']:.1f} s", ""]
     lines.append(
-        "| task | clients | batched req/s | p50 s | p99 s | one-by-one req/s | p50 s | p99 s | batched / one-by-one |"
+        "| task | clients | batched req/s | p50 s [95% CI] | p99 s | one-by-one req/s | p50 s [95% CI] | p99 s "
+        "| batched / one-by-one req/s [95% CI] |"
     )
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for name, t in res["tasks"].items():
         singles = t.get("one_by_one") or [None] * len(t["batched"])
         for b, s in zip(t["batched"], singles):
             ratio = b["rps"] / s["rps"] if s and s["rps"] and b["rps"] else None
+            rci = ratio_ci(s, b, stat="mean") if s else None
             lines.append(
-                f"| {name} ({t['labels']}-way, {t['shots']} shots) | {b['clients']} | {_f(b['rps'], 2)} | {_f(b['p50_s'])} | "
-                f"{_f(b['p99_s'])} | {_f(s and s['rps'], 2)} | {_f(s and s['p50_s'])} | {_f(s and s['p99_s'])} | "
-                f"{_f(ratio, 2)}x |"
+                f"| {name} ({t['labels']}-way, {t['shots']} shots) | {b['clients']} | {_f(b['rps'], 2)} | "
+                f"{_f(b['p50_s'])}{_ci(b.get('p50_ci_s'))} | {_f(b['p99_s'])} | {_f(s and s['rps'], 2)} | "
+                f"{_f(s and s['p50_s'])}{_ci(s and s.get('p50_ci_s'))} | {_f(s and s['p99_s'])} | "
+                f"{_f(ratio, 2)}x{_ci(rci)} |"
             )
     lines += [
         "",
-        f"| task | cached p50 s ({_lowest(res)} clients) | prompt re-run per request p50 s | ratio | prefill s | cache load s "
-        "| cold first request s |",
+        f"| task | cached p50 s (clients={_lowest(res)}) | prompt re-run per request p50 s | ratio [95% CI] | prefill s "
+        "| cache load s | cold first request s |",
     ]
     lines.append("|---|---|---|---|---|---|---|")
     for name, t in res["tasks"].items():
-        pr, cached = t["per_request_prompt"], t["batched"][0]["p50_s"]
+        pr, first = t["per_request_prompt"], t["batched"][0]
+        cached = first["p50_s"]
         ratio = pr["p50_s"] / cached if cached else None
         lines.append(
-            f"| {name} | {_f(cached)} | {_f(pr['p50_s'])} | {_f(ratio, 1)}x | {_f(pr['prefill_s'])} | "
+            f"| {name} | {_f(cached)}{_ci(first.get('p50_ci_s'))} | {_f(pr['p50_s'])}{_ci(pr.get('p50_ci_s'))} | "
+            f"{_f(ratio, 1)}x{_ci(ratio_ci(pr, first), 1)} | {_f(pr['prefill_s'])} | "
             f"{_f(pr['cache_load_s'])} | {_f(t.get('cold_first_request_s'))} |"
         )
     if any(t.get("batched_top_k") for t in res["tasks"].values()):
         lines += [
             "",
-            "| task | clients | all options p50 s | top_k p50 s | speed-up | top_k req/s |",
-            "|---|---|---|---|---|---|",
+            "| task | clients | all options p50 s [95% CI] | top_k p50 s [95% CI] | speed-up [95% CI] | paired "
+            "| top_k req/s |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, t in res["tasks"].items():
             for b, k in zip(t["batched"], t.get("batched_top_k") or []):
                 ratio = b["p50_s"] / k["p50_s"] if b["p50_s"] and k["p50_s"] else None
                 lines.append(
-                    f"| {name} (top_k={t['top_k']}) | {b['clients']} | {_f(b['p50_s'])} | {_f(k['p50_s'])} | "
-                    f"{_f(ratio, 1)}x | {_f(k['rps'], 2)} |"
+                    f"| {name} (top_k={t['top_k']}) | {b['clients']} | {_f(b['p50_s'])}{_ci(b.get('p50_ci_s'))} | "
+                    f"{_f(k['p50_s'])}{_ci(k.get('p50_ci_s'))} | {_f(ratio, 1)}x{_ci(ratio_ci(b, k), 1)} | "
+                    f"{'yes' if paired(b, k) else 'no'} | {_f(k['rps'], 2)} |"
                 )
     return "\n".join(lines)
 

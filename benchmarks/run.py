@@ -31,6 +31,7 @@ STEPS = {
     "mfu": [["bench_mfu.py"]],
     "cache": [["bench_eval_cache.py", "--shots", "256", "--queries", "40", "--slow-queries", "3"]],
     "lmeval": [["bench_eval_vs_lmeval.py", "--queries", "40", "--lmeval-budget-s", "900"]],
+    "serve": [["bench_serve.py", "--concurrency", "1,8,32"]],
 }
 
 
@@ -228,6 +229,23 @@ def write_report() -> Path:
                 f"{r['executed_tflops']:.3f} | {r['executed_util_vs_bf16_peak']:.1%} |"
             )
         lines.append("")
+    serve = _load("serve.json")
+    if serve:
+        sys.path.insert(0, str(HERE))
+        from bench_serve import report as serve_report
+
+        lines += [
+            "## e. Serving (`manyicl serve`) under load",
+            "",
+            "Single-input predict requests over loopback from 1, 8 and 32 concurrent clients, to a server that batches "
+            "concurrent requests of a task over its cached prompt and to the same server with batching off; the prompt "
+            "re-run per request (a server without a prompt cache) on a few requests in process; `top_k` = the pruned "
+            "best-first option search. Every latency is saved in `results/serve.json`; p50s carry a 95% bootstrap "
+            "interval over requests, ratios one from resampling both arms (paired where both sent the same inputs).",
+            "",
+            serve_report(serve),
+            "",
+        ]
     gpu = HERE / "GPU.md"
     if gpu.exists():
         lines += ["## GPU runs", "", gpu.read_text().strip(), ""]
