@@ -249,6 +249,20 @@ def ratio_ci(a: dict, b: dict, stat: str = "median", seed: int = 0) -> list[floa
     return [float(lo), float(hi)]
 
 
+def throughput_ratio_ci(single: dict, batched: dict) -> list[float] | None:
+    """95% interval of batched rps / single rps at the same client count. The rps come from wall time (one
+    number per arm), so the spread is borrowed from Little's law: the bootstrap interval of
+    mean(single latency) / mean(batched latency), scaled to be centred on the measured ratio."""
+    import numpy as np
+
+    ci = ratio_ci(single, batched, stat="mean")
+    if ci is None or not single.get("rps") or not batched.get("rps"):
+        return None
+    little = float(np.mean(single["latencies_s"]) / np.mean(batched["latencies_s"]))
+    scale = (batched["rps"] / single["rps"]) / little
+    return [ci[0] * scale, ci[1] * scale]
+
+
 def paired(a: dict, b: dict) -> bool:
     return bool(a.get("request_index")) and a.get("request_index") == b.get("request_index")
 
@@ -410,8 +424,8 @@ def _f(x, digits=3) -> str:
 
 def report(res: dict) -> str:
     """Tables read from the results alone. p50s carry a 95% bootstrap interval over requests; ratios carry
-    one from resampling both arms (paired where both sent the same requests); throughput ratios use
-    rps = clients / mean latency (Little's law) for their interval."""
+    one from resampling both arms (paired where both sent the same requests); throughput ratios borrow
+    their spread from Little's law (``throughput_ratio_ci``)."""
     lines = [f"model {res['model']}, server start {res['server_start_s']:.1f} s", ""]
     lines.append(
         "| task | clients | batched req/s | p50 s [95% CI] | p99 s | one-by-one req/s | p50 s [95% CI] | p99 s "
@@ -422,7 +436,7 @@ def report(res: dict) -> str:
         singles = t.get("one_by_one") or [None] * len(t["batched"])
         for b, s in zip(t["batched"], singles):
             ratio = b["rps"] / s["rps"] if s and s["rps"] and b["rps"] else None
-            rci = ratio_ci(s, b, stat="mean") if s else None
+            rci = throughput_ratio_ci(s, b) if s else None
             lines.append(
                 f"| {name} ({t['labels']}-way, {t['shots']} shots) | {b['clients']} | {_f(b['rps'], 2)} | "
                 f"{_f(b['p50_s'])}{_ci(b.get('p50_ci_s'))} | {_f(b['p99_s'])} | {_f(s and s['rps'], 2)} | "

@@ -90,3 +90,12 @@ def test_report_shows_intervals_and_reads_old_results_without_latencies():
     task_old = dict(task, batched=[old], batched_top_k=[], one_by_one=[])
     text_old = bench.report({"model": "m", "server_start_s": 3.0, "tasks": {"clinc150": task_old}})
     assert "0.5" in text_old and "[" not in text_old.split("\n")[4]
+
+
+def test_throughput_interval_is_centred_on_the_measured_ratio():
+    rng = np.random.default_rng(2)
+    single = _arm(1.0 + 0.1 * rng.random(32), clients=8)
+    batched = _arm(0.5 + 0.1 * rng.random(32), clients=8)
+    single["rps"], batched["rps"] = 1.0, 2.5  # wall-time throughput, not what the latencies imply
+    lo, hi = bench.throughput_ratio_ci(single, batched)
+    assert lo < 2.5 < hi
