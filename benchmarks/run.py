@@ -32,6 +32,7 @@ STEPS = {
     "cache": [["bench_eval_cache.py", "--shots", "256", "--queries", "40", "--slow-queries", "3"]],
     "lmeval": [["bench_eval_vs_lmeval.py", "--queries", "40", "--lmeval-budget-s", "900"]],
     "serve": [["bench_serve.py", "--concurrency", "1,8,32"]],
+    "long_context": [["bench_long_context.py", "--queries", "8", "--budget-s", "900"]],
 }
 
 
@@ -61,6 +62,27 @@ def _load(name: str):
 
 def _ok(ok: bool) -> str:
     return "met" if ok else "**not met**"
+
+
+def long_context_section(lc: dict) -> list[str]:
+    """Section f., rendered from a loaded ``results/long_context.json``."""
+    sys.path.insert(0, str(HERE))
+    from bench_long_context import report as long_context_report
+
+    return [
+        "## f. Long context: prefill and per-query cost at 2K/8K/32K",
+        "",
+        "One CLINC150 prompt per model and context with as many shots as fit (SmolLM2-135M: 2K and 8K; Gemma 3 "
+        "270M, sliding-window layers: 2K, 8K and 32K), prefilled once into the prompt cache (a single run each), "
+        "then the same test queries scored one at a time from it with every option (`score_all`) and with the "
+        "pruned exact top-1 search (`best_options`, k=1). Every per-query time is saved in "
+        "`results/long_context.json`; means carry a 95% bootstrap interval over queries, the speed-up one from "
+        "resampling queries in both arms together. Where a prompt holds ≥1,000 shots, lm-evaluation-harness's "
+        "cost (context + option for every option) is **extrapolated** from one timed uncached pass, not run.",
+        "",
+        long_context_report(lc),
+        "",
+    ]
 
 
 def write_report() -> Path:
@@ -246,6 +268,9 @@ def write_report() -> Path:
             serve_report(serve),
             "",
         ]
+    lc = _load("long_context.json")
+    if lc:
+        lines += long_context_section(lc)
     gpu = HERE / "GPU.md"
     if gpu.exists():
         lines += ["## GPU runs", "", gpu.read_text().strip(), ""]
