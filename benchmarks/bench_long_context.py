@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import gc
 import platform
-import random
 import resource
 import sys
 import tempfile
@@ -57,6 +56,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stand_in_tasks import synthetic_150way  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 
@@ -75,33 +77,6 @@ N_BOOT = 10000
 # --------------------------------------------------------------------------------------------
 # The task
 # --------------------------------------------------------------------------------------------
-
-
-def synthetic_150way(n_train: int = 1500, n_test: int = 200):
-    """A CLINC150-like task: 150 intents, short utterances made of intent-specific words (the idea of
-    ``bench_serve.synthetic_150way``)."""
-    from manyicl.tasks import Example, Task, Template
-
-    rng = random.Random(0)
-    labels = [f"intent_{i:03d}" for i in range(150)]
-    vocab = [f"w{i}" for i in range(600)]
-
-    def utterance(label: int) -> str:
-        own = vocab[label * 4 : label * 4 + 4]
-        return " ".join(rng.choice(own) if rng.random() < 0.5 else rng.choice(vocab) for _ in range(6))
-
-    def split(n: int) -> list:
-        return [Example(utterance(i % 150), labels[i % 150]) for i in range(n)]
-
-    return Task(
-        name="synthetic150",
-        category="cls",
-        template=Template(
-            instruction="Classify the intent.", input_prefix="Utterance: ", output_prefix="Intent:"
-        ),
-        splits={"train": split(n_train), "test": split(n_test)},
-        labels=tuple(labels),
-    )
 
 
 def load_task(tiny: bool) -> tuple[object, str, str | None]:

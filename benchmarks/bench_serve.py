@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
 import shutil
 import socket
 import statistics
@@ -45,7 +44,10 @@ import requests
 
 from manyicl.fileio import atomic_write_json
 from manyicl.serve.metrics import parse_metrics
-from manyicl.tasks import Example, Task, Template, write_task_dir
+from manyicl.tasks import Task, write_task_dir
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stand_in_tasks import synthetic_150way  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 HOST = "127.0.0.1"  # loopback only
@@ -54,30 +56,6 @@ HOST = "127.0.0.1"  # loopback only
 # --------------------------------------------------------------------------------------------
 # Tasks
 # --------------------------------------------------------------------------------------------
-
-
-def synthetic_150way(n_train: int = 1500, n_test: int = 200) -> Task:
-    """A CLINC150-like task: 150 intents, short utterances made of intent-specific words."""
-    rng = random.Random(0)
-    labels = [f"intent_{i:03d}" for i in range(150)]
-    vocab = [f"w{i}" for i in range(600)]
-
-    def utterance(label: int) -> str:
-        own = vocab[label * 4 : label * 4 + 4]
-        return " ".join(rng.choice(own) if rng.random() < 0.5 else rng.choice(vocab) for _ in range(6))
-
-    def split(n: int) -> list[Example]:
-        return [Example(utterance(i % 150), labels[i % 150]) for i in range(n)]
-
-    return Task(
-        name="synthetic150",
-        category="cls",
-        template=Template(
-            instruction="Classify the intent.", input_prefix="Utterance: ", output_prefix="Intent:"
-        ),
-        splits={"train": split(n_train), "test": split(n_test)},
-        labels=tuple(labels),
-    )
 
 
 def load_tasks(names: list[str], tiny: bool) -> list[Task]:
