@@ -14,6 +14,7 @@ import difflib
 import functools
 import inspect
 import math
+import reprlib
 import textwrap
 import types
 import typing
@@ -62,6 +63,15 @@ def _type_name(tp: Any) -> str:
 
 
 _NO = object()
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 120
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = 10
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to a readable length (a 100k-character override is not echoed whole)."""
+    return _REPR.repr(value)
 
 
 def _coerce(value: Any, tp: Any, where: str, c: Collector, base: Any = None) -> Any:
@@ -162,7 +172,7 @@ def _build(cls: type, data: dict, prefix: str, c: Collector, base: Any = None) -
             continue
         out = _coerce(value, hints[key], where, c, base=getattr(base, key))
         if out is _NO:
-            c.add(where, f"expected {_type_name(hints[key])}, got {value!r}")
+            c.add(where, f"expected {_type_name(hints[key])}, got {_shown(value)}")
             continue
         bad = _non_finite(out)
         if bad is not None:
@@ -196,7 +206,13 @@ def parse_overrides(overrides: list[str], c: Collector) -> list[tuple[str, Any]]
             continue
         try:
             value = load_yaml(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except yaml.YAMLError as e:
+            if raw.lstrip()[:1] in ("[", "{"):  # a list or mapping that does not parse: say why
+                mark = getattr(e, "problem_mark", None)
+                why = getattr(e, "problem", None) or str(e)
+                at = f" at character {mark.column + 1}; write e.g. [0, 4] or {{key: value}}" if mark else ""
+                c.add(key.strip(), f"not valid YAML: {why}{at}")
+                continue
             value = raw
         out.append((key.strip(), value))
     return out
@@ -220,12 +236,18 @@ def resolve_config_path(path: str | Path) -> Path:
 
 
 def load_yaml_mapping(path: Path) -> dict:
+    if path.is_dir():
+        raise ConfigError.single(
+            str(path), "is a folder, not a config file; give a YAML file or a shipped config's name"
+        )
     try:
         data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError.single(str(path), f"not valid YAML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError.single(str(path), "not UTF-8 text; save the file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError.single(str(path), f"cannot read ({e.strerror}); check its permissions") from None
     if not isinstance(data, dict):
         raise ConfigError.single(str(path), "the top level must be a mapping of config keys")
     return data

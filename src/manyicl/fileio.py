@@ -90,7 +90,25 @@ def atomic_dir(path: str | Path):
 
 class _Yaml12Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 scalars: only true/false are booleans (``yes``/``no``/``on``/``off`` stay
-    strings, so labels like ``no`` survive) and ``1e-4`` is a float."""
+    strings, so labels like ``no`` survive) and ``1e-4`` is a float. A key given twice in one mapping is
+    an error (PyYAML keeps the last one silently, so editing the first changes nothing); keys brought in
+    by a merge (``<<: *base``) may be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key.start_mark.line + 1
+                first = seen.get((key.tag, key.value))
+                if first is not None:
+                    raise yaml.YAMLError(
+                        f"line {line}: key '{key.value}' is given twice in one mapping (first on line "
+                        f"{first}); keep one of them"
+                    )
+                seen[(key.tag, key.value)] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {
@@ -109,12 +127,53 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
+YAML_MAX_VALUES = 1_000_000
+"""Most values a YAML document may hold once its aliases (``*name``) are expanded: a few lines of
+nested aliases ("billion laughs") otherwise expand to billions, and every walk over the config (checks,
+messages, the saved config.yaml) would run out of memory."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """Values in ``node`` with every alias expanded (each alias node is counted once per use)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise yaml.YAMLError(
+            "an alias (*name) refers to the anchor (&name) that contains it; remove the loop"
+        )
+    open_.add(key)
+    n = 1
+    if isinstance(node, yaml.SequenceNode):
+        n += sum(_expanded_size(v, sizes, open_) for v in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n += sum(_expanded_size(k, sizes, open_) + _expanded_size(v, sizes, open_) for k, v in node.value)
+    open_.discard(key)
+    sizes[key] = n
+    if n > YAML_MAX_VALUES:
+        raise yaml.YAMLError(
+            f"its aliases (*name) expand to more than {YAML_MAX_VALUES:,} values; write the values out "
+            "or use fewer nested aliases"
+        )
+    return n
+
+
 def load_yaml(text: str) -> Any:
-    """Parse YAML safely with YAML 1.2 booleans and floats (see :class:`_Yaml12Loader`)."""
+    """Parse YAML safely with YAML 1.2 booleans and floats (see :class:`_Yaml12Loader`); refuse a
+    document nested too deeply or whose aliases expand past :data:`YAML_MAX_VALUES` values."""
+    loader = _Yaml12Loader(text)
     try:
-        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return loader.construct_document(node)
     except ValueError as e:  # int() of a number with more than 4,300 digits, inside PyYAML
         raise yaml.YAMLError(f"{str(e).split(':')[0]}; write it as a shorter number") from None
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply to read; flatten it") from None
+    finally:
+        loader.dispose()
 
 
 def check_output_dir(value: str, field: str = "output_dir") -> Path:
