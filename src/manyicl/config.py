@@ -27,6 +27,7 @@ from .config_parts import (
     TaskSourceConfig,
     TrainConfig,
     TrainLoopConfig,
+    _check_seed,
     _key,
     _require_positive,
 )
@@ -116,6 +117,9 @@ class PerplexityConfig:
         _require_positive(self, where, c, "tokens_per_length", "chunk")
         if self.n_books < 0:
             c.add(_key(where, "n_books"), f"must be >= 0, got {self.n_books}")
+        for label, path in self.adapters.items():
+            if path is not None and not isinstance(path, str):
+                c.add(_key(where, f"adapters.{label}"), f"must be an adapter directory or null, got {path!r}")
 
 
 @dataclass
@@ -215,6 +219,11 @@ class ExperimentConfig:
             c.add(_key(where, "budget_tokens"), "must be > 0 with budget: equal_tokens")
         if self.epochs <= 0:
             c.add(_key(where, "epochs"), f"must be > 0, got {self.epochs}")
+        counts = ("val_windows", "task_level_dev_examples", "heldout_ce_sequences", "demos_check_tasks")
+        for name in counts:  # a negative count slices from the end, or fails after the trainings
+            if getattr(self, name) < 0:
+                c.add(_key(where, name), f"must be >= 0 (0: skip), got {getattr(self, name)}")
+        _require_positive(self, where, c, "task_level_eval_every", "demos_check_queries")
         if not self.train.lora.enabled:
             c.add(
                 _key(where, "train.lora.enabled"),
@@ -298,6 +307,7 @@ class DistillConfig:
         _require_positive(self, where, c, *names, "pool_size", "max_length")
         if self.student_layers < 0:
             c.add(_key(where, "student_layers"), f"must be >= 0, got {self.student_layers}")
+        _check_seed(self.seed, _key(where, "seed"), c)
 
 
 @dataclass

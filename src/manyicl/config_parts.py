@@ -27,6 +27,16 @@ def _require_positive(cfg, where: str, c: Collector, *names: str) -> None:
             c.add(_key(where, name), f"must be > 0, got {getattr(cfg, name)}")
 
 
+SEED_MAX = 2**32 - 1
+"""Largest seed numpy's global generator and ``default_rng`` of a plain int accept."""
+
+
+def _check_seed(seed: int, key: str, c: Collector) -> None:
+    """A seed that numpy takes as it is (it refuses negative ones and those past 2**32 - 1, mid-run)."""
+    if not 0 <= seed <= SEED_MAX:
+        c.add(key, f"must be an integer from 0 to {SEED_MAX}, got {seed}")
+
+
 # --------------------------------------------------------------------------------------------
 # Schema
 # --------------------------------------------------------------------------------------------
@@ -264,9 +274,10 @@ class TrainLoopConfig:
         )
         if self.epochs < 0:
             c.add(_key(where, "epochs"), f"must be >= 0, got {self.epochs}")
-        for name in ("save_every", "stop_after_steps"):
+        for name in ("save_every", "stop_after_steps", "eval_every", "early_stopping_patience"):
             if getattr(self, name) < 0:
                 c.add(_key(where, name), f"must be >= 0, got {getattr(self, name)}")
+        _check_seed(self.seed, _key(where, "seed"), c)
 
 
 @dataclass
@@ -320,6 +331,8 @@ class ScoringConfig:
 
     def validate(self, where: str, c: Collector) -> None:
         _require_positive(self, where, c, "max_new_tokens_cap", "prefill_chunk")
+        if self.batch_tokens < 0:
+            c.add(_key(where, "batch_tokens"), f"must be >= 0 (0 = automatic), got {self.batch_tokens}")
         if self.top_k is not None and self.top_k < 1:
             c.add(_key(where, "top_k"), f"must be >= 1 (or null: every option), got {self.top_k}")
         if self.max_new_tokens < 0:
