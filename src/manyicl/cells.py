@@ -58,15 +58,15 @@ class Cells:
         path = self._json(key)
         if path.exists():
             try:
-                json.loads(path.read_text(encoding="utf-8"))
-                return "done"
+                done = isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
             except (OSError, ValueError):
-                return "interrupted"  # torn by a kill: the run sets it aside and redoes it
+                done = False  # torn by a kill
+            return "done" if done else "interrupted"  # as get() reads it: set aside and redone
         lock = self._lock(key)
         if lock.exists():
             try:
                 return "running" if _lock_holder_alive(lock.read_text()) else "interrupted"
-            except OSError:
+            except (OSError, ValueError):  # unreadable, or not text
                 return "interrupted"
         return "todo"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import PerplexityConfig, dump_yaml
-from .errors import ConfigError, ManyICLError
+from .errors import Collector, ConfigError, ManyICLError
 from .fileio import atomic_write_json, atomic_write_text
 from .report import perplexity_table  # formatted report-side; importable from here as before
 from .scoring import HFScorer
@@ -48,6 +48,21 @@ def book_files(books_dir: Path, n_books: int) -> list[Path]:
     if not files:
         raise ConfigError.single("books_dir", f"no .txt books in {books_dir}")
     return files[:n_books] if n_books else files
+
+
+def _read_books(files: list[Path]) -> list[str]:
+    """The books' text; every file that is not readable UTF-8 text is named at once."""
+    c = Collector()
+    texts = []
+    for f in files:
+        try:
+            texts.append(f.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            c.add(str(f), f"not UTF-8 text (byte {e.start}); convert it, e.g. iconv -f latin1 -t utf-8")
+        except OSError as e:
+            c.add(str(f), f"cannot read this book ({e.strerror}); fix its permissions or remove it")
+    c.raise_if_any(ConfigError, title="unusable books")
+    return texts
 
 
 def window_nll(model, ids, chunk: int = 1024) -> tuple[float, int]:
@@ -79,12 +94,18 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
     from tqdm.auto import tqdm
 
     from .fileio import check_output_dir
+    from .modeling import check_adapter
     from .session import ModelSession
 
     out = check_output_dir(cfg.output_dir)  # before the model loads: a file, dangling link, `~`, read-only
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     books_dir = Path(cfg.books_dir) if cfg.books_dir else _default_books()
     files = book_files(books_dir, cfg.n_books)
+    texts = _read_books(files)  # a book or an adapter that cannot be used is refused before the model loads
+    specs = [(str(k), v) for k, v in cfg.adapters.items()] if cfg.adapters else [("base", cfg.model.adapter)]
+    for label, adapter in specs:
+        if adapter:
+            check_adapter(adapter, f"adapters.{label}" if cfg.adapters else "model.adapter")
     if model is None:
         session = ModelSession.load(cfg.model)  # the base alone: adapters are attached per label below
     else:
@@ -94,11 +115,7 @@ def perplexity(cfg: PerplexityConfig, model=None, tokenizer=None) -> PerplexityR
     lengths = [L for L in cfg.context_lengths if L <= max_pos]
     if len(lengths) < len(cfg.context_lengths):
         log.warning("context lengths above the model's %d positions are skipped", max_pos)
-    books = [
-        tokenizer(strip_gutenberg(f.read_text(encoding="utf-8")), add_special_tokens=False)["input_ids"]
-        for f in files
-    ]
-    specs = [(str(k), v) for k, v in cfg.adapters.items()] if cfg.adapters else [("base", cfg.model.adapter)]
+    books = [tokenizer(strip_gutenberg(t), add_special_tokens=False)["input_ids"] for t in texts]
     rows = []
     plan = {
         L: [w for b in books for w in token_windows(b, L, cfg.tokens_per_length // max(len(books), 1))]
