@@ -38,6 +38,8 @@ OPEN_PATHS = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/r
 # --------------------------------------------------------------------------------------------
 # Request bodies (the OpenAPI schema is generated from these)
 # --------------------------------------------------------------------------------------------
+# Strict types: ``true`` or ``"1"`` is not taken for the integer 1, nor ``1`` for ``true`` (a request
+# with ``shots: true`` was served a one-shot prompt); config files refuse them the same way.
 
 
 def _settings_model() -> type[BaseModel]:
@@ -48,14 +50,14 @@ def _settings_model() -> type[BaseModel]:
         f.name: (hints[f.name] | None, Field(None, description=docs.get(f.name)))
         for f in fields(TaskSettings)
     }
-    return create_model("TaskSettings", __config__=ConfigDict(extra="forbid"), **spec)
+    return create_model("TaskSettings", __config__=ConfigDict(extra="forbid", strict=True), **spec)
 
 
 SettingsIn = _settings_model()
 
 
 class ExampleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     input: str
     output: str
     options: list[str] | None = Field(
@@ -66,7 +68,7 @@ class ExampleIn(BaseModel):
 class RegisterIn(BaseModel):
     """A task folder on the server (``path``) or the task itself (``examples`` + template)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str | None = Field(None, description="task name (folder tasks: default from task.yaml)")
     path: str | None = Field(None, description="a task folder under one of the server's allowed roots")
     category: str | None = Field(None, description="inline: cls, nli, qa, mlcls, sum, math or other")
@@ -82,7 +84,7 @@ class RegisterIn(BaseModel):
 
 
 class PredictIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     inputs: list[str] | None = Field(None, description="inputs to answer (or input: one)")
     input: str | None = None
     options: list[str] | None = Field(

@@ -151,6 +151,12 @@ def build_served_task(
     else:
         longest = max((len(t) for t in demos.target), default=16)
         max_new = min(MAX_NEW_TOKENS_CAP, int(longest * 1.5) + 8)
+    if mode == "generate" and s.max_length // 2 - max_new < 4:  # else every predict is refused (413)
+        raise Invalid(
+            f"{max_new} new tokens leave no room for an input in half of max_length {s.max_length} (a query "
+            f"and its answer); use at most {s.max_length // 2 - 4} (0 = automatic) or raise settings.max_length",
+            "settings.max_new_tokens",
+        )
     if s.reserve_tokens:
         reserve = s.reserve_tokens
     else:

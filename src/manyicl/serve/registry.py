@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import Problem, TaskFormatError
+from ..examples import text_problem
 from ..fileio import atomic_dir, atomic_write_json
 from ..tasks import Task, load_task_dir, name_problem, safe_path_component
 from .config import TaskSettings
@@ -51,6 +52,8 @@ def resolve_under_roots(path: str, roots: list[str], field: str = "path") -> Pat
         )
     if not isinstance(path, str) or not path.strip() or "\x00" in path:
         raise Invalid("must be a folder path", field)
+    if text_problem(path):  # a lone surrogate: no file has that name, and no error message could show it
+        raise Invalid(f"must be a folder path; {text_problem(path)}", field)
     real = Path(os.path.realpath(os.path.expanduser(path)))
     for root in roots:
         r = Path(os.path.realpath(os.path.expanduser(root)))
@@ -139,6 +142,14 @@ class Registry:
         ``description``, and ``examples`` (records with ``input``, ``output``, optional ``options``).
         """
         name = check_name(payload.get("name"))
+        try:
+            split_file = f"{safe_path_component(split)}.jsonl"
+        except ValueError:
+            raise Invalid(
+                f"{split!r} cannot name the file an inline task's examples are written to; use a split "
+                "name of letters, digits and . _ - such as 'train'",
+                "settings.demo_split",
+            ) from None
         meta = {
             k: payload.get(k) for k in ("name", "category", "metric", "labels", "template", "description")
         }
@@ -149,10 +160,9 @@ class Registry:
                 (tmp / "task.yaml").write_text(
                     yaml.safe_dump(meta, sort_keys=False, allow_unicode=True), encoding="utf-8"
                 )
-                lines = [json.dumps(r, ensure_ascii=False) for r in payload["examples"]]
-                (tmp / f"{safe_path_component(split)}.jsonl").write_text(
-                    "\n".join(lines) + "\n", encoding="utf-8"
-                )
+                # \u escapes: a lone surrogate in an example reaches the loader, which locates it
+                lines = [json.dumps(r) for r in payload["examples"]]
+                (tmp / split_file).write_text("\n".join(lines) + "\n", encoding="utf-8")
                 try:
                     task = load_task_dir(tmp)
                 except TaskFormatError as e:

@@ -16,11 +16,12 @@ from pathlib import Path
 from ..caching import model_key
 from ..errors import ManyICLError
 from ..evaluate import batch_tokens
+from ..examples import text_problem
 from ..fileio import exclusive_lock
 from ..tasks import Task, find_task_dirs, load_task_dir
 from .batcher import Batcher, Job
 from .config import ServeConfig, TaskSettings
-from .errors import Conflict, NotFound, ServeError, Timeout, TooLarge, Unavailable
+from .errors import Conflict, Invalid, NotFound, ServeError, Timeout, TooLarge, Unavailable
 from .metrics import ServeMetrics
 from .prompts import ServedTask, build_served_task, encode_inputs, pass_chunks, score_encoded
 from .registry import Registry, check_name, resolve_under_roots, settings_from
@@ -327,6 +328,11 @@ class Service:
                 "split them over several requests",
                 "inputs",
             )
+        for field, texts in (("inputs", inputs), ("options", options or [])):
+            for i, text in enumerate(texts):  # found here, not by the tokenizer on the worker (a 500)
+                problem = text_problem(text)
+                if problem:
+                    raise Invalid(problem, f"{field}[{i}]")
         try:
             return self.batcher.submit_predict(name, len(inputs), (list(inputs), options, top_k))
         except ServeError as e:
