@@ -844,3 +844,73 @@ def test_truncated_eval_queries_reach_results_and_report(tmp_path):
     results, report = _overlong_eval(tmp_path, "truncate_input")
     assert any("truncat" in k and v == 1 for k, v in results["tasks"][0].items())
     assert "truncated" in report
+
+
+# --------------------------------------------------------------------------------------------
+# A second hostile round (docs/faults.md, classes 7-9): each case its own short process
+# --------------------------------------------------------------------------------------------
+
+
+def _hunt_inputs(base: Path) -> dict[str, Path]:
+    p = {"folder": base / "a_task_folder"}
+    write_task_dir(toy_task(8), p["folder"])
+    p["bomb"] = base / "bomb.yaml"
+    p["bomb"].write_text(
+        "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+        + "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+        + "seeds: *i\n"
+    )
+    p["deep"] = base / "deep.yaml"
+    p["deep"].write_text("seeds: " + "[" * 100_000)
+    p["dup"] = base / "dup.yaml"
+    p["dup"].write_text("max_queries: 5\nmax_queries: 7\n")
+    p["books"] = base / "books"
+    p["books"].mkdir()
+    (p["books"] / "good.txt").write_text("hello world. " * 500)
+    (p["books"] / "latin1.txt").write_bytes("caf\xe9 au lait. ".encode("latin-1") * 50)
+    p["books_ok"] = base / "books_ok"
+    p["books_ok"].mkdir()
+    (p["books_ok"] / "good.txt").write_text("hello world. " * 500)
+    return p
+
+
+PPL = ["perplexity", "model.name_or_path=tiny-random-llama", "context_lengths=[32]", "progress=false"]
+HUNT = {
+    # case: (argv with {placeholders}, needles)
+    "config_is_a_folder": (["eval", "{folder}"], ["a_task_folder: is a folder, not a config file"]),
+    "alias_bomb": (
+        ["eval", "{bomb}"],
+        ["bomb.yaml: not valid YAML: its aliases (*name) expand to more than"],
+    ),
+    "nested_too_deeply": (["eval", "{deep}"], ["deep.yaml: not valid YAML: nested too deeply to read"]),
+    "duplicate_key": (  # a missing model: accepted, it would fail fast (not run a whole evaluation)
+        ["eval", "{dup}", "model.name_or_path={out}_nomodel", "output_dir={out}"],
+        ["line 2: key 'max_queries' is given twice", "(first on line 1)"],
+    ),
+    "train_seed_negative": (
+        ["train", "tiny", "model.name_or_path=tiny-random-llama", "train.seed=-1", "output_dir={out}"],
+        ["train.seed: must be an integer from 0 to 4294967295, got -1"],
+    ),
+    "perplexity_latin1_book": (
+        [*PPL, "books_dir={books}", "output_dir={out}"],
+        ["latin1.txt: not UTF-8 text (byte 3)", "iconv"],
+    ),
+    "perplexity_missing_adapter": (
+        [*PPL, "books_dir={books_ok}", "adapters.base=null", "adapters.ft={out}_nothere", "output_dir={out}"],
+        ["adapters.ft:", "has no adapter_config.json"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HUNT))
+def test_second_round_faults_exit_2_with_the_file_or_key(tmp_path, case):
+    """Each was a traceback (a folder as config, YAML nested too deeply, numpy's seed check after torch
+    loaded, a Latin-1 book after the model loaded), a message of hundreds of MB (the alias bomb), a silent
+    last-wins (a key given twice) or a refusal after the base model's whole perplexity run naming the
+    wrong key (model.adapter)."""
+    p = {k: str(v) for k, v in _hunt_inputs(tmp_path).items()} | {"out": str(tmp_path / "run")}
+    argv, needles = HUNT[case]
+    r = _start(_cmd([a.format(**p) for a in argv], cwd=tmp_path))
+    out = _refused(r, *needles)
+    assert len(out) < 5000
+    assert not (tmp_path / "run" / "perplexity.json").exists()
