@@ -99,3 +99,32 @@ def test_throughput_interval_is_centred_on_the_measured_ratio():
     single["rps"], batched["rps"] = 1.0, 2.5  # wall-time throughput, not what the latencies imply
     lo, hi = bench.throughput_ratio_ci(single, batched)
     assert lo < 2.5 < hi
+
+
+def test_top_k_batching_table_reads_the_one_by_one_top_k_arm():
+    rng = np.random.default_rng(3)
+    b = _arm(0.5 + 0.05 * rng.random(16), clients=8)
+    k = _arm(0.3 + 0.05 * rng.random(16), clients=8)
+    s = _arm(1.0 + 0.05 * rng.random(16), clients=8)
+    sk = _arm(0.6 + 0.05 * rng.random(16), clients=8)
+    k["rps"], sk["rps"] = 3.0, 2.0
+    pr = {"requests": 1, "p50_s": 9.0, "latencies_s": [9.0], "prefill_s": 8.0, "cache_load_s": 0.03}
+    task = {
+        "labels": 150,
+        "shots": 64,
+        "batched": [b],
+        "batched_top_k": [k],
+        "one_by_one": [s],
+        "one_by_one_top_k": [sk],
+        "top_k": 1,
+        "per_request_prompt": pr,
+    }
+    text = bench.report({"model": "m", "server_start_s": 3.0, "tasks": {"clinc150": task}})
+    row = next(line for line in text.splitlines() if line.startswith("| clinc150 (top_k=1) | 8 | 3.00 |"))
+    lo, hi = bench.throughput_ratio_ci(sk, k)
+    assert f"1.50x[{lo:.2f}, {hi:.2f}]" in row.replace(" [", "[")
+    # results written before the arm existed have no such table
+    text_old = bench.report(
+        {"model": "m", "server_start_s": 3.0, "tasks": {"clinc150": dict(task, one_by_one_top_k=[])}}
+    )
+    assert "top_k one-by-one" not in text_old
