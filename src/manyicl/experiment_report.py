@@ -63,7 +63,10 @@ def _tests_table(
         )
         per_task = []
         for task in tasks:
-            if shots == "best":
+            if shots == "best":  # each model at its own dev-chosen k for this task, same test queries
+                bt = pooled_best_test(out, summary, ours, o, [task])
+                if bt is not None:
+                    per_task.append(bt)
                 continue
             raw = out.raw_pair(ours, o, task, shots)
             p = raw if raw is not None else out.pair(ours, o, task, shots)
@@ -85,7 +88,7 @@ def _tests_table(
         v = verdict(t, ALPHA) if t else "-"
         lines.append(
             f"| {LABELS.get(r['other'], r['other'])} | {_fmt_test(t, pa)} | {v} | "
-            f"{better} / {worse} of {len(r['per_task'])}" + (" |" if shots != "best" else " (n/a) |")
+            f"{better} / {worse} of {len(r['per_task'])} |"
         )
     return "\n".join(lines), recs
 
