@@ -238,8 +238,13 @@ def _train_cell(
     method: str,
     val_tasks: list[Task] | None = None,
     val_split: str | None = None,
+    needed: bool = True,
 ) -> dict:
-    """Train one adapter (resuming a killed attempt) and record its cost; returns the cell."""
+    """Train one adapter (resuming a killed attempt) and record its cost; returns the cell.
+
+    A finished cell whose weights are gone (a fresh clone where they were not committed, a deleted
+    folder) is trained again while its adapter is still ``needed``, instead of later evaluations failing
+    on, or silently skipping, a missing adapter."""
     from .data import build_training_data
     from .train import prepare_model, train
 
@@ -271,7 +276,18 @@ def _train_cell(
         ctx.model.eval()
         return {"final_dir": str(res.final_dir), "build_s": build_s, "summary": res.summary}
 
-    return ctx.cells.run(key, compute)
+    def valid(cell: dict) -> bool:
+        if not needed or _has_weights(Path(cell.get("final_dir", ""))):
+            return True
+        log.warning("%s: its weights are gone from %s; training it again", key, cell.get("final_dir"))
+        return False
+
+    return ctx.cells.run(key, compute, valid=valid)
+
+
+def _has_weights(final_dir: Path) -> bool:
+    """Whether a trained adapter/model folder still holds its weights."""
+    return final_dir.is_dir() and any(final_dir.glob("*.safetensors"))
 
 
 def _safe_name(name: str) -> str:
@@ -531,6 +547,8 @@ def experiment(
                 "task_level",
                 val_tasks=[t_dev],
                 val_split=cfg.eval.demo_split,
+                # evaluated at once in one process: once that cell is done its adapter is not needed
+                needed=_distributed() or ctx.cells.get(f"eval/task_level/{t.name}") is None,
             )
             task_level[t.name] = cell["final_dir"]
             if not _distributed():  # one process: evaluate at once, so the adapter is not needed later
