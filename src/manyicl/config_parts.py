@@ -247,6 +247,12 @@ class TrainLoopConfig:
     """Micro-batches per optimizer step (per process)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward: less memory, ~30% slower."""
+    loss_chunk_tokens: int = 1024
+    """Compute the cross-entropy over at most this many supervised positions at a time, recomputing each
+    chunk's logits in backward, so a large vocabulary's float32 [positions x vocab] logits never exist at
+    once (Gemma 3's 262K words: 3 GB per 1,024 positions instead of 22 GB for an 8K window of long
+    answers). Costs one more output-head pass over the supervised positions. Used in one process for
+    Llama, Mistral, Qwen and Gemma 2/3 families; elsewhere all logits are computed at once. 0: off."""
     allow_memory_overrun: bool = False
     """Train even when the memory estimate (``manyicl.memory``) exceeds what the device has free; by
     default the run is refused before the first step, with the settings that would fit."""
@@ -272,6 +278,8 @@ class TrainLoopConfig:
         _require_positive(
             self, where, c, "max_steps", "micro_batch_size", "grad_accum", "log_every", "keep_checkpoints"
         )
+        if self.loss_chunk_tokens < 0:
+            c.add(_key(where, "loss_chunk_tokens"), f"must be >= 0 (0: off), got {self.loss_chunk_tokens}")
         if self.epochs < 0:
             c.add(_key(where, "epochs"), f"must be >= 0, got {self.epochs}")
         for name in ("save_every", "stop_after_steps", "eval_every", "early_stopping_patience"):

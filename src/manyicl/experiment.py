@@ -445,7 +445,9 @@ def _ce_cell(ctx: Context, key: str, adapter: str | None) -> dict:
                         rng,
                     )
                     for i, sq in enumerate(seqs):
-                        ce = validation_loss(m, [Window([sq])], device)
+                        ce = validation_loss(
+                            m, [Window([sq])], device, chunk=ctx.cfg.train.train.loss_chunk_tokens
+                        )
                         out.append(
                             {
                                 "task": t.name,

@@ -20,12 +20,49 @@ from .packing import Batch
 log = logging.getLogger(__name__)
 
 
-def supervised_loss_sum(model, batch: Batch, device) -> tuple[torch.Tensor, int]:
+# Model families whose logits are exactly ``head(decoder(...).last_hidden_state)``, softcapped where the
+# config says so: for them the cross-entropy can be computed chunk by chunk from the hidden states.
+_LOGITS_ARE_HEAD = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
+
+
+def output_head(model):
+    """``(decoder, head, softcap)`` of a causal LM (or a PEFT model around one) whose logits are the
+    output head applied to the decoder's last hidden state, else None (chunked cross-entropy then
+    falls back to computing all logits at once)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(getattr(base, "config", None), "model_type", None) not in _LOGITS_ARE_HEAD:
+        return None
+    try:
+        decoder, head = base.get_decoder(), base.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or head is None or decoder is base:
+        return None
+    return decoder, head, getattr(base.config, "final_logit_softcapping", None)
+
+
+def _chunk_ce(head, softcap):
+    def ce(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = head(hidden)
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+        return F.cross_entropy(logits.float(), labels, reduction="sum")
+
+    return ce
+
+
+def supervised_loss_sum(model, batch: Batch, device, chunk: int = 0) -> tuple[torch.Tensor, int]:
     """Sum of cross-entropy over the batch's supervised tokens, and their count.
 
     Restarting position ids make transformers build a block-diagonal causal mask (only when no KV
     cache is passed, hence ``use_cache=False``). Logits are computed only at positions that predict
     a supervised token: for one row exactly those; for several rows the union of their positions.
+
+    With ``chunk`` > 0 and more supervised positions than that (and a model :func:`output_head`
+    knows), the loss is summed over chunks of ``chunk`` positions, each chunk's logits recomputed in
+    backward: the [positions x vocab] float32 logits, their softmax and gradient (12 bytes per
+    position per word: 22 GB for 7,000 positions of Gemma 3's 262K words) never exist at once. Only
+    for a model called directly in one process: under DDP/FSDP the wrapper's forward must run.
     """
     ids = torch.as_tensor(batch.input_ids, dtype=torch.long)
     pred = batch.loss_mask[:, 1:]  # the logit at p predicts token p + 1
@@ -38,6 +75,25 @@ def supervised_loss_sum(model, batch: Batch, device) -> tuple[torch.Tensor, int]
     keep_t = torch.as_tensor(keep, dtype=torch.long)
     labels = ids[:, keep_t + 1]
     labels = labels[0] if select is None else labels[select]
+    n = int(labels.numel())
+    parts = output_head(model) if 0 < chunk < n else None
+    if parts is not None:
+        from torch.utils.checkpoint import checkpoint
+
+        decoder, head, softcap = parts
+        hidden = decoder(
+            input_ids=ids.to(device),
+            position_ids=torch.as_tensor(batch.position_ids, dtype=torch.long).to(device),
+            use_cache=False,
+        ).last_hidden_state[:, keep_t.to(device)]
+        hidden = hidden[0] if select is None else hidden[select.to(device)]
+        labels = labels.to(device)
+        ce = _chunk_ce(head, softcap)
+        total = sum(
+            checkpoint(ce, hidden[i : i + chunk], labels[i : i + chunk], use_reentrant=False)
+            for i in range(0, n, chunk)
+        )
+        return total, n
     out = model(
         input_ids=ids.to(device),
         position_ids=torch.as_tensor(batch.position_ids, dtype=torch.long).to(device),
@@ -45,7 +101,6 @@ def supervised_loss_sum(model, batch: Batch, device) -> tuple[torch.Tensor, int]
         use_cache=False,
     )
     logits = out.logits[0] if select is None else out.logits[select.to(device)]
-    n = int(labels.numel())
     if n == 0:  # keep the graph connected so DDP sees every parameter used
         return out.logits.sum() * 0.0, 0
     return F.cross_entropy(logits.float(), labels.to(device), reduction="sum"), n

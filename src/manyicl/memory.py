@@ -236,11 +236,17 @@ def refuse_unless_fits(
     raise MemoryGuardError(f"{need}. {fix}. To run anyway, set {allow_key}=true.")
 
 
-def training_guard(model, cfg, windows, device, reference_model: bool = False, allow: bool = False) -> dict:
+def training_guard(
+    model, cfg, windows, device, reference_model: bool = False, allow: bool = False, loss_chunk: int = 0
+) -> dict:
     """Estimate a training run's peak from its config and built windows; refuse it if it cannot fit.
 
     ``cfg`` is a TrainConfig, ``windows`` the packed training windows; ``reference_model`` adds a frozen
-    copy of the weights (KL to the base with full fine-tuning). Returns the estimate (MB, with the budget)."""
+    copy of the weights (KL to the base with full fine-tuning); ``loss_chunk`` > 0: the cross-entropy
+    is chunked (``losses.supervised_loss_sum``), so logits exist for at most that many positions.
+    Returns the estimate (MB, with the budget)."""
+    from .losses import output_head
+
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     mc = base.config
     dtype = str(next(base.parameters()).dtype).removeprefix("torch.")
@@ -252,6 +258,7 @@ def training_guard(model, cfg, windows, device, reference_model: bool = False, a
     lora_params = cfg.lora.r * 2 * d["hidden"] * len(targets) * d["layers"]  # ~ r * (in + out) per module
     if cfg.lora.enabled:
         lora_params = sum(p.numel() for p in model.parameters() if p.requires_grad) or lora_params
+    chunk = loss_chunk if loss_chunk > 0 and output_head(model) is not None else 0
 
     def est(
         dtype=dtype, mbs=mbs, ckpt=cfg.train.gradient_checkpointing, length=longest, lora=cfg.lora.enabled
@@ -265,7 +272,7 @@ def training_guard(model, cfg, windows, device, reference_model: bool = False, a
             mc,
             dtype,
             mbs * length,
-            int(mbs * sup * length / longest),
+            min(int(mbs * sup * length / longest), chunk or sup * mbs),
             targets if lora else None,
             lora_params,
             ckpt,

@@ -131,13 +131,14 @@ def prepare_model(cfg: TrainConfig, base=None, tokenizer=None):
 
 
 @torch.no_grad()
-def validation_loss(model, windows: list[Window], device, layout: str = "row") -> float:
-    """Mean cross-entropy per supervised token over ``windows`` (the training objective, no update)."""
+def validation_loss(model, windows: list[Window], device, layout: str = "row", chunk: int = 0) -> float:
+    """Mean cross-entropy per supervised token over ``windows`` (the training objective, no update);
+    ``chunk`` as in :func:`supervised_loss_sum`."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for w in windows:
-        loss_sum, n = supervised_loss_sum(model, collate([w], layout), device)
+        loss_sum, n = supervised_loss_sum(model, collate([w], layout), device, chunk)
         total += float(loss_sum)
         count += int(n)
     if was_training:
@@ -344,6 +345,12 @@ def _reference_model(cfg: TrainConfig, data: TrainingData, model, ref_model):
     return ref_model
 
 
+def loss_chunk(cfg: TrainConfig, world: int) -> int:
+    """Supervised positions per chunk of the cross-entropy (0: all at once): chunked in one process
+    only (a DDP/FSDP wrapper's forward must run) and not with the KL term (it needs every distribution)."""
+    return cfg.train.loss_chunk_tokens if world == 1 and not cfg.optim.kl_to_base else 0
+
+
 def _memory_estimate(model, cfg: TrainConfig, data: TrainingData, accelerator, ref_model) -> dict:
     """The memory guard (refuses a run that would not fit) and its estimate, logged."""
     mem_est = training_guard(
@@ -352,6 +359,7 @@ def _memory_estimate(model, cfg: TrainConfig, data: TrainingData, accelerator, r
         data.windows,
         accelerator.device,
         reference_model=cfg.optim.kl_to_base > 0 and ref_model is not None,
+        loss_chunk=loss_chunk(cfg, accelerator.num_processes),
     )
     log.info(
         "memory estimate: %.0f MB of %.0f MB budget (%s)",
@@ -372,9 +380,10 @@ def _window_loss(cfg: TrainConfig, model, ref_model, accelerator, layout: str) -
     device = accelerator.device
     kl_w = cfg.optim.kl_to_base
     if not kl_w:
+        chunk = loss_chunk(cfg, accelerator.num_processes)
 
         def plain(model, windows: list[Window]) -> Loss:
-            loss_sum, _ = supervised_loss_sum(model, collate(windows, layout), device)
+            loss_sum, _ = supervised_loss_sum(model, collate(windows, layout), device, chunk)
             return Loss(loss_sum, loss_sum)
 
         return plain
@@ -455,7 +464,13 @@ class _Monitor:
 
     def _validate(self, model) -> float:
         tv = time.perf_counter()
-        v = validation_loss(model, self.val_windows, self.acc.device, self.layout)
+        v = validation_loss(
+            model,
+            self.val_windows,
+            self.acc.device,
+            self.layout,
+            loss_chunk(self.cfg, self.acc.num_processes),
+        )
         self.val_s += time.perf_counter() - tv
         return v
 
