@@ -236,6 +236,11 @@ def refuse_unless_fits(
     raise MemoryGuardError(f"{need}. {fix}. To run anyway, set {allow_key}=true.")
 
 
+def _logit_rows(supervised: int, chunk: int) -> int:
+    """Positions whose logits exist at once: every supervised one, or one chunk of them (0: unchunked)."""
+    return min(supervised, chunk) if chunk else supervised
+
+
 def training_guard(
     model, cfg, windows, device, reference_model: bool = False, allow: bool = False, loss_chunk: int = 0
 ) -> dict:
@@ -272,7 +277,7 @@ def training_guard(
             mc,
             dtype,
             mbs * length,
-            min(int(mbs * sup * length / longest), chunk or sup * mbs),
+            _logit_rows(int(mbs * sup * length / longest), chunk),
             targets if lora else None,
             lora_params,
             ckpt,
