@@ -39,14 +39,16 @@ def test_quickstart_runs_end_to_end_on_the_tiny_model(tmp_path, capsys, caplog):
     assert info == [], info[:3]  # -q: "only warnings and results"
     out = capsys.readouterr().out
     assert "manyicl" in out and f"report: {tmp_path / 'qs' / 'eval' / 'report.md'}" in out
-    assert f"plots:  {tmp_path / 'qs' / 'eval' / 'plots'}/ (7 PNG" in out
-    from manyicl.cli import SUMMARY_HEADER
+    assert f"plots:  {tmp_path / 'qs' / 'eval' / 'plots'}/ (6 PNG" in out
+    from manyicl.cli import SUMMARY_HEADER_NO_DEV
 
-    table = out[out.index(SUMMARY_HEADER) : out.index("\ntime:")].strip().splitlines()
-    assert all(len(ln) <= 100 for ln in table) and len(table) == 2 + 7 * 2  # 7 families x 2 models
+    table = out[out.index(SUMMARY_HEADER_NO_DEV) : out.index("\ntime:")].strip().splitlines()
+    assert all(len(ln) <= 100 for ln in table) and len(table) == 2 + 6 * 2  # 6 families x 2 models
     assert (tmp_path / "qs" / "eval" / "report.md").exists()
     assert (tmp_path / "qs" / "train" / "adapter" / "adapter_model.safetensors").exists()
-    assert len(list((tmp_path / "qs" / "eval" / "plots").glob("*.png"))) == 7  # one per held-out family
+    assert (
+        len(list((tmp_path / "qs" / "eval" / "plots").glob("*.png"))) == 6
+    )  # held-out families but word_cipher
     timings = json.loads((tmp_path / "qs" / "timings.json").read_text())
     assert timings["total_s"] > 0
 
@@ -214,6 +216,29 @@ def test_eval_summary_is_one_line_per_task_and_model_within_100_columns():
         for m in models:
             assert any(ln.startswith(t) and f" {m} " in ln for ln in body)  # full names, never cut
     assert "0.510 [0.41, 0.61]" in body[0] and " 128 " in body[0]
+
+
+def test_summary_without_dev_queries_shows_the_zero_shot_score_not_empty_columns():
+    """dev_queries: 0 (the quickstart) chooses no k: the 0-shot score fills those columns, in the CLI
+    table and in report.md, so the many-shot gain reads off one line."""
+    from manyicl.cli import SUMMARY_HEADER_NO_DEV, summary_table_text
+    from manyicl.report import summary_table
+
+    curve = [
+        dict(shots_requested=0, shots=0.0, mean=0.25, lo=0.12, hi=0.44),
+        dict(shots_requested="max", shots=45.0, mean=0.6, lo=0.42, hi=0.75),
+    ]
+    row = dict(task="intent_many_0", model="manyicl", n=30, best=None, best_shots=None, max_shots=45)
+    row |= dict(at_max=0.6, at_max_lo=0.42, at_max_hi=0.75, curve=curve, majority=0.2)
+    lines = summary_table_text([row]).splitlines()
+    assert lines[0] == SUMMARY_HEADER_NO_DEV and "at 0 [95% CI]" in lines[1] and "best" not in lines[1]
+    assert "0.250 [0.12, 0.44]" in lines[2] and "0.600 [0.42, 0.75]" in lines[2]
+    md = summary_table([row]).splitlines()
+    assert "at 0 [95% CI]" in md[0] and "k (dev)" not in md[0]
+    assert md[1].count("|") == md[0].count("|") and md[2].count("|") == md[0].count("|")
+    assert "| 0.250 [0.12, 0.44] | 45 | 0.600 [0.42, 0.75] |" in md[2]
+    with_dev = dict(row, best=0.5, best_lo=0.3, best_hi=0.7, best_shots=4)
+    assert "k (dev)" in summary_table([with_dev]) and "best [95% CI]" in summary_table_text([with_dev])
 
 
 def test_summary_keeps_names_longer_than_the_table_whole():

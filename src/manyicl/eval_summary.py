@@ -95,3 +95,8 @@ def summarize(
             }
         )
     return out
+
+
+def zero_shot_point(summary_row: dict) -> dict | None:
+    """The 0-shot point of a summary row's curve, if it was evaluated (the many-shot gain's baseline)."""
+    return next((c for c in summary_row.get("curve", []) if c.get("shots_requested") in (0, "0")), None)

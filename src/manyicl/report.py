@@ -68,18 +68,27 @@ def best_max_table(
 
 def summary_table(summary: list[dict], labels: dict[str, str] | None = None) -> str:
     """One row per task x model: queries, majority-class share, the dev-chosen shot count with its test
-    score, and the score at max shots, each with its 95% interval."""
+    score, and the score at max shots, each with its 95% interval. Without dev queries no shot count is
+    chosen, and the 0-shot score takes those columns."""
+    from .eval_summary import zero_shot_point
+
     labels = labels or {}
+    has_best = any(s.get("best") is not None for s in summary)
+    mid = "k (dev) | best: test at k [95% CI]" if has_best else "at 0 [95% CI]"
     lines = [
-        "| task | model | n | majority | k (dev) | best: test at k [95% CI] | max k | at max [95% CI] |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| task | model | n | majority | {mid} | max k | at max [95% CI] |",
+        "|---|---|---|---|---|---|---|" + ("---|" if has_best else ""),
     ]
     for s in summary:
-        k = "-" if s.get("best_shots") is None else f"{s['best_shots']:.0f}"
+        if has_best:
+            k = "-" if s.get("best_shots") is None else f"{s['best_shots']:.0f}"
+            cells = f"{k} | {fmt_ci(s.get('best'), s.get('best_lo'), s.get('best_hi'))}"
+        else:
+            z = zero_shot_point(s)
+            cells = fmt_ci(z["mean"], z.get("lo"), z.get("hi")) if z else "-"
         lines.append(
             f"| {s['task']} | {labels.get(s['model'], s['model'])} | {s.get('n', '-')} | {_fmt(s.get('majority'))} | "
-            f"{k} | {fmt_ci(s.get('best'), s.get('best_lo'), s.get('best_hi'))} | {s['max_shots']:.0f} | "
-            f"{fmt_ci(s['at_max'], s.get('at_max_lo'), s.get('at_max_hi'))} |"
+            f"{cells} | {s['max_shots']:.0f} | {fmt_ci(s['at_max'], s.get('at_max_lo'), s.get('at_max_hi'))} |"
         )
     return "\n".join(lines)
 
@@ -260,8 +269,13 @@ def write_eval_report(res, cfg) -> Path:
         "",
         "Intervals are 95%: Wilson for accuracy with one seed, otherwise a bootstrap over queries (each "
         "query's mean over seeds). *± sd* is the spread over demonstration seeds, shown only with 2 or more. "
-        "0 shots has no demonstrations and is scored once. *Best* is the test score at the shot count "
-        "chosen on the dev queries, never a maximum over test points.",
+        "0 shots has no demonstrations and is scored once. "
+        + (
+            "*Best* is the test score at the shot count chosen on the dev queries, never a maximum over "
+            "test points."
+            if cfg.dev_queries
+            else "No dev queries (`dev_queries: 0`), so no best shot count is chosen."
+        ),
         "",
         "## Per task",
         "",

@@ -10,12 +10,20 @@ import signal
 import sys
 
 from ..errors import ManyICLError
-from .common import SUMMARY_HEADER, TABLE_WIDTH, _setup_logging, _split_config_args, summary_table_text
+from .common import (
+    SUMMARY_HEADER,
+    SUMMARY_HEADER_NO_DEV,
+    TABLE_WIDTH,
+    _setup_logging,
+    _split_config_args,
+    summary_table_text,
+)
 from .parser import EXAMPLES, build_parser, parse_args
 
 __all__ = [
     "EXAMPLES",
     "SUMMARY_HEADER",
+    "SUMMARY_HEADER_NO_DEV",
     "TABLE_WIDTH",
     "_split_config_args",
     "build_parser",

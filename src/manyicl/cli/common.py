@@ -131,34 +131,44 @@ def _checked_output_dir(cfg):
 SUMMARY_HEADER = (
     "n: test queries, k: shots chosen on dev, best: test score at k, at max: score at max k shots"
 )
+SUMMARY_HEADER_NO_DEV = "n: test queries, at 0: score without demonstrations, at max: score at max k shots"
 
 
 def summary_table_text(summary: list[dict], width: int = TABLE_WIDTH) -> str:
     """The end-of-run summary, one line per (task, model), in ``width`` columns.
 
     Columns: task, model (full names, never cut), n test queries, k chosen on dev, the test score at k
-    [95% CI], max k, the score at max k [95% CI]. A name too long for its column is printed in full on a
-    line of its own, with the numbers on the next line.
+    [95% CI], max k, the score at max k [95% CI]. Without dev queries (``dev_queries: 0``) no k is
+    chosen, and the score at 0 shots takes those two columns: the many-shot gain still reads off one line.
+    A name too long for its column is printed in full on a line of its own, with the numbers on the next.
     """
+    from ..eval_summary import zero_shot_point
     from ..report import fmt_ci
 
     def num(x) -> str:
         return "-" if x is None else f"{x:.0f}"
 
+    has_best = any(s.get("best") is not None for s in summary)
     rows = []
     for s in summary:
+        if has_best:
+            k, mid = num(s.get("best_shots")), fmt_ci(s.get("best"), s.get("best_lo"), s.get("best_hi"))
+        else:
+            zero = zero_shot_point(s)
+            k, mid = "0", fmt_ci(*(zero.get(x) for x in ("mean", "lo", "hi"))) if zero else "-"
         rows.append(
             (
                 str(s.get("task", "-")),
                 str(s.get("model", "-")),
                 num(s.get("n")),
-                num(s.get("best_shots")),
-                fmt_ci(s.get("best"), s.get("best_lo"), s.get("best_hi")),
+                k,
+                mid,
                 num(s.get("max_shots")),
                 fmt_ci(s.get("at_max"), s.get("at_max_lo"), s.get("at_max_hi")),
             )
         )
-    head = ("task", "model", "n", "k", "best [95% CI]", "max k", "at max [95% CI]")
+    mid_head = "best [95% CI]" if has_best else "at 0 [95% CI]"
+    head = ("task", "model", "n", "k", mid_head, "max k", "at max [95% CI]")
     nums = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     numeric = sum(nums[2:]) + 2 * 5  # five numeric columns, two spaces before each
     room = max(width - numeric - 2, 20)  # task + two spaces + model
@@ -175,7 +185,7 @@ def summary_table_text(summary: list[dict], width: int = TABLE_WIDTH) -> str:
             return [f"{r[0]}  {r[1]}", " " * (tw + 2 + mw) + tail]
         return [f"{r[0]:<{tw}}  {r[1]:<{mw}}{tail}"]
 
-    out = [SUMMARY_HEADER, f"{head[0]:<{tw}}  {head[1]:<{mw}}{right}"]
+    out = [SUMMARY_HEADER if has_best else SUMMARY_HEADER_NO_DEV, f"{head[0]:<{tw}}  {head[1]:<{mw}}{right}"]
     for r in rows:
         out += line(r)
     return "\n".join(out)
