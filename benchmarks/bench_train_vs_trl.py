@@ -3,13 +3,16 @@
 Both train SmolLM2-135M (bf16 weights) with the same LoRA (r=16, alpha=32, q/v, no dropout), AdamW,
 constant LR, one many-shot window per step, loss only on the supervised (target) tokens:
 
-  manyicl   our loop: logits only at supervised positions, no padding
+  manyicl   our loop: logits only at supervised positions, no padding, cross-entropy in chunks of
+            train.loss_chunk_tokens (1,024, the default) supervised positions
+  manyicl_unchunked  the same loop with loss_chunk_tokens=0: what the chunks cost where a window has more
+            supervised positions than one chunk (8K); below that both run the same code
   trl       SFTTrainer with a pre-tokenized dataset (input_ids + completion_mask, completion_only_loss)
             and padding_free=True, gradient checkpointing off (SFTConfig turns it on by default)
 
 Each engine runs in its own process so peak RSS is its own. Tokens/s excludes the first (warm-up) step.
 
-    python benchmarks/bench_train_vs_trl.py [--lengths 2048,8192] [--steps 3]
+    python benchmarks/bench_train_vs_trl.py [--lengths 2048,8192] [--steps 3] [--engines ours,ours_unchunked,trl]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "results"
+ENGINES = ("ours", "ours_unchunked", "trl")
 LORA = {"r": 16, "alpha": 32.0, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
 
@@ -46,15 +50,18 @@ def build_windows(length: int, n: int):
     return data.windows[:n], tok
 
 
-def run_ours(length: int, steps: int) -> dict:
+def run_ours(length: int, steps: int, chunk: int | None = None) -> dict:
+    """Our loop; ``chunk`` None takes train.loss_chunk_tokens' default, 0 turns chunking off."""
     import torch
 
     from manyicl.config import LoraConfig, ModelConfig
+    from manyicl.config_parts import TrainLoopConfig
     from manyicl.memory import PeakMemory
     from manyicl.modeling import apply_lora, load_model
     from manyicl.packing import collate
     from manyicl.train import supervised_loss_sum
 
+    chunk = TrainLoopConfig().loss_chunk_tokens if chunk is None else chunk
     windows, _ = build_windows(length, steps + 1)
     model, _ = load_model(ModelConfig())
     torch.manual_seed(0)
@@ -66,13 +73,16 @@ def run_ours(length: int, steps: int) -> dict:
         for w in windows:
             t0 = time.perf_counter()
             b = collate([w])
-            loss, n = supervised_loss_sum(model, b, "cpu")
+            loss, n = supervised_loss_sum(model, b, "cpu", chunk=chunk)
             (loss / max(n, 1)).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             times.append(time.perf_counter() - t0)
             tokens.append(len(w))
-    return _summary("manyicl", length, times, tokens, mem)
+    out = _summary("manyicl" if chunk else "manyicl_unchunked", length, times, tokens, mem)
+    out["loss_chunk_tokens"] = chunk
+    out["supervised_tokens_per_window"] = [int(w.sequences[0].loss_mask.sum()) for w in windows]
+    return out
 
 
 def run_trl(length: int, steps: int) -> dict:
@@ -149,18 +159,28 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", default="2048,8192")
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--engine", choices=["ours", "trl"], help="(internal) run one engine in this process")
+    ap.add_argument("--engines", default="ours,ours_unchunked,trl", help="which to run, side by side")
+    ap.add_argument("--engine", choices=ENGINES, help="(internal) run one engine in this process")
     ap.add_argument("--length", type=int)
     a = ap.parse_args()
     if a.engine:
-        res = (run_ours if a.engine == "ours" else run_trl)(a.length, a.steps)
+        if a.engine == "trl":
+            res = run_trl(a.length, a.steps)
+        else:
+            res = run_ours(a.length, a.steps, chunk=0 if a.engine == "ours_unchunked" else None)
         print("RESULT " + json.dumps(res), flush=True)
         return 0
     from manyicl.fileio import atomic_write_json
 
+    engines = [e for e in a.engines.split(",") if e]
+    bad = [e for e in engines if e not in ENGINES]
+    if bad:
+        print(f"--engines: unknown {bad}; choose from {list(ENGINES)}", file=sys.stderr)
+        return 2
     rows = []
     for length in [int(x) for x in a.lengths.split(",")]:
-        for engine in ("ours", "trl"):
+        got = {}
+        for engine in engines:
             p = subprocess.run(
                 [
                     sys.executable,
@@ -180,18 +200,22 @@ def main() -> int:
                 print(p.stdout[-2000:], p.stderr[-4000:], file=sys.stderr)
                 return 1
             rows.append(json.loads(line[7:]))
+            got[engine] = rows[-1]
             print(json.dumps(rows[-1]), flush=True)
-        ours, trl = rows[-2], rows[-1]
-        rows.append(
-            {
-                "engine": "ratio",
-                "length": length,
-                "speedup": ours["tokens_per_s"] / trl["tokens_per_s"],
-                "peak_rss_ratio": ours["process_max_rss_mb"] / trl["process_max_rss_mb"],
-                "train_delta_rss_ratio": ours["train_delta_rss_mb"] / max(trl["train_delta_rss_mb"], 1e-9),
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
+        for a_name, b_name, kind in (("ours", "trl", "ratio"), ("ours", "ours_unchunked", "chunk_ratio")):
+            if a_name in got and b_name in got:
+                x, y = got[a_name], got[b_name]
+                rows.append(
+                    {
+                        "engine": kind,
+                        "of": f"{a_name}/{b_name}",
+                        "length": length,
+                        "speedup": x["tokens_per_s"] / y["tokens_per_s"],
+                        "peak_rss_ratio": x["process_max_rss_mb"] / y["process_max_rss_mb"],
+                        "train_delta_rss_ratio": x["train_delta_rss_mb"] / max(y["train_delta_rss_mb"], 1e-9),
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
         OUT.mkdir(exist_ok=True)
         atomic_write_json(OUT / "train_vs_trl.json", {"rows": rows})
     return 0

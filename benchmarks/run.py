@@ -190,6 +190,18 @@ def write_report() -> Path:
                 f"{ours['process_max_rss_mb']:.0f} | {trl['process_max_rss_mb']:.0f} | {mem:.2f} ({_ok(mem <= 0.7)}) |"
             )
         lines.append("")
+        for L in sorted({r["length"] for r in rows}):
+            ch = next((r for r in rows if r["length"] == L and r["engine"] == "manyicl"), None)
+            un = next((r for r in rows if r["length"] == L and r["engine"] == "manyicl_unchunked"), None)
+            if ch and un:
+                most = max(ch.get("supervised_tokens_per_window") or [0])
+                lines.append(
+                    f"Chunked cross-entropy at {L} (`train.loss_chunk_tokens` {ch.get('loss_chunk_tokens')}, "
+                    f"windows with up to {most} supervised tokens): {ch['tokens_per_s']:.0f} vs "
+                    f"{un['tokens_per_s']:.0f} tokens/s unchunked ({ch['tokens_per_s'] / un['tokens_per_s']:.2f}x), "
+                    f"peak RSS {ch['process_max_rss_mb']:.0f} vs {un['process_max_rss_mb']:.0f} MB."
+                )
+        lines.append("")
         gaps = []
         for L in sorted({r["length"] for r in rows}):
             ours = next(r for r in rows if r["length"] == L and r["engine"] == "manyicl")
