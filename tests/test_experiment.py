@@ -71,6 +71,14 @@ def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys
         c["verdict"] in ("supported", "contradicted", "not significant", "not run") for c in data["claims"]
     )
     assert "## The paper's claims at this scale (computed)" in text and "[95% CI]" in text
+    # one claim per shot count (a joint verdict hid a few-shot gain behind a 0-shot tie)
+    claims = {c["claim"] for c in data["claims"]}
+    assert "Many-shot FT also beats no fine-tuning at 0 shots" in claims
+    assert not any("0 and few" in c for c in claims)
+    # the dtype the training recorded, and what the finished cells cost
+    dtypes = {c["summary"]["dtype"] for c in data["train"].values()}
+    assert len(dtypes) == 1 and f"trained in {dtypes.pop()};" in text
+    assert "Compute: " in text and " h of cell wall time" in text and "record it" not in text
     from manyicl.evaluate import load_predictions
 
     preds = load_predictions(out / "predictions.jsonl.gz")

@@ -84,13 +84,14 @@ def test_cells_run_computes_a_cell_once_under_its_lock_and_logs_it(tmp_path, cap
         return {"n": len(calls)}
 
     with caplog.at_level(logging.INFO, logger="manyicl.cells"):
-        assert cells.run("a/b", fn) == {"n": 1}
+        got = cells.run("a/b", fn)
+    assert got == {"n": 1, "cell_wall_s": got["cell_wall_s"]} and 0 <= got["cell_wall_s"] < 5
     assert calls == ["running"] and cells.state("a/b") == "done"
     assert not (tmp_path / "cells" / "a" / "b.running").exists()
     assert [r.getMessage() for r in caplog.records] == ["finished a/b in 0 s"]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="manyicl.cells"):
-        assert cells.run("a/b", fn) == {"n": 1}  # finished: returned from disk, never redone
+        assert cells.run("a/b", fn) == got  # finished: returned from disk, never redone
     assert calls == ["running"] and not caplog.records
     cells.put("empty", {})
     assert cells.run("empty", fn) == {} and len(calls) == 1  # an empty finished cell is still finished
@@ -108,16 +109,30 @@ def test_cells_run_saves_nothing_when_the_work_fails_and_redoes_it_next_time(tmp
         cells.run("x", boom)
     assert cells.state("x") == "todo" and not caplog.records  # no cell, no lock left, no 'finished'
     assert not list((tmp_path / "cells").iterdir())
-    assert cells.run("x", lambda: {"ok": True}) == {"ok": True}
-    assert cells.get("x") == {"ok": True}
+    assert cells.run("x", lambda: {"ok": True})["ok"] is True
+    assert cells.get("x")["ok"] is True
 
 
 def test_cells_run_redoes_a_finished_cell_that_valid_rejects(tmp_path):
     cells = Cells(tmp_path)
     cells.put("ce", {"count": 2})
     assert cells.run("ce", lambda: {"count": 3}, valid=lambda c: c["count"] == 2) == {"count": 2}
-    assert cells.run("ce", lambda: {"count": 3}, valid=lambda c: c["count"] == 3) == {"count": 3}
-    assert cells.get("ce") == {"count": 3}  # replaced on disk
+    assert cells.run("ce", lambda: {"count": 3}, valid=lambda c: c["count"] == 3)["count"] == 3
+    assert cells.get("ce")["count"] == 3  # replaced on disk
+
+
+def test_cells_record_their_wall_time_and_sum_it(tmp_path, monkeypatch):
+    import manyicl.cells as cells_mod
+
+    clock = iter([100.0, 160.0, 200.0, 290.0])
+    monkeypatch.setattr(cells_mod.time, "perf_counter", lambda: next(clock))
+    cells = Cells(tmp_path)
+    assert cells.recorded_wall_s() == (0.0, 0, 0)
+    cells.run("eval/a", lambda: {"rows": []})
+    cells.run("train/b", lambda: {"rows": []})
+    cells.put("old", {"rows": []})  # a cell made before wall times were kept
+    assert cells.get("eval/a")["cell_wall_s"] == 60.0
+    assert cells.recorded_wall_s() == (150.0, 2, 3)
 
 
 def _exp(tmp_path, *extra):

@@ -51,6 +51,20 @@ class Cells:
             os.replace(p, p.with_name(p.name + ".corrupt"))
             return None
 
+    def recorded_wall_s(self) -> tuple[float, int, int]:
+        """(seconds, cells that record their wall time, finished cells): what the finished cells cost,
+        summed over the runs that made them."""
+        total, timed, n = 0.0, 0, 0
+        for p in sorted(self.root.rglob("*.json")) if self.root.exists() else []:
+            try:
+                value = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            n += 1
+            if isinstance(value, dict) and isinstance(value.get("cell_wall_s"), int | float):
+                total, timed = total + float(value["cell_wall_s"]), timed + 1
+        return total, timed, n
+
     def put(self, key: str, value: dict) -> None:
         atomic_write_json(self._json(key), value)
 
@@ -92,8 +106,10 @@ class Cells:
             t0 = time.perf_counter()
             with self.working(key):
                 got = fn()
+                # the cell's own wall time, so a report can say what a study cost (cells may run in parts)
+                got = {**got, "cell_wall_s": round(time.perf_counter() - t0, 1)}
                 self.put(key, got)
-            log.info("finished %s in %.0f s", key, time.perf_counter() - t0)
+            log.info("finished %s in %.0f s", key, got["cell_wall_s"])
         return got
 
 

@@ -230,9 +230,27 @@ def _budget_text(cfg) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _train_dtype(cfg, train_cells: dict) -> str:
+    """The dtype the training cells record; never re-resolved here (``auto`` differs between machines)."""
+    seen = sorted({(c or {}).get("summary", {}).get("dtype") for c in train_cells.values()} - {None})
+    if seen:
+        return " / ".join(seen)
+    if cfg.train.model.dtype != "auto":
+        return cfg.train.model.dtype
+    return "dtype `auto` (not recorded by these cells)"
+
+
+def _compute_line(cells) -> str:
+    """What the finished cells cost in wall time, as far as they record it (older cells do not)."""
+    total, timed, n = cells.recorded_wall_s()
+    if not timed:
+        return f"Compute: {n} finished cells; none records its wall time (cells made before that was kept)."
+    part = "" if timed == n else f" ({timed} of {n} finished cells record it; the others predate that)"
+    return f"Compute: {total / 3600:.2f} h of cell wall time on the machines that ran them{part}."
+
+
 def write_experiment_report(cfg, plan, cells) -> Path:
     """report.md, results.json, results.csv, predictions.jsonl.gz and plots for an experiment."""
-    from .modeling import resolve_dtype
     from .predictions import save_predictions
 
     outdir = Path(cfg.output_dir)
@@ -300,7 +318,7 @@ def write_experiment_report(cfg, plan, cells) -> Path:
     lines = [
         f"# Experiment report: {outdir.name}",
         "",
-        f"Base model `{cfg.train.model.name_or_path}` (trained in {resolve_dtype(cfg.train.model.dtype, cfg.train.model.device)}; scored in "
+        f"Base model `{cfg.train.model.name_or_path}` (trained in {_train_dtype(cfg, train_cells)}; scored in "
         f"{next((c.get('scoring_dtype') for c in [cells.get(f'eval/{m}/{t}') for m in plan.methods for t in plan.held_out] if c and c.get('scoring_dtype')), '?')}), "
         f"LoRA r={cfg.train.lora.r} on {', '.join(cfg.train.lora.target_modules)}; context {cfg.train.data.max_length} tokens in "
         f"training and {cfg.eval.max_length} in evaluation. Budget — {_budget_text(cfg)}. Few-shot k={cfg.few_shot_k}. "
@@ -315,6 +333,8 @@ def write_experiment_report(cfg, plan, cells) -> Path:
         "Paired tests compare two models on the same queries: exact McNemar for one seed of 0/1 outcomes, otherwise a "
         "sign-flip permutation test on per-query differences; Holm-adjusted p-values where several comparisons share a table. "
         "*Best* uses the shot count with the best dev score, evaluated on the test queries.",
+        "",
+        _compute_line(cells),
         "",
         "## The paper's claims at this scale (computed)",
         "",
@@ -459,7 +479,8 @@ def write_experiment_report(cfg, plan, cells) -> Path:
     lines += [
         "Tokens processed are measured on each method's actual build; *mask-last equivalent* is what mask-last-target "
         "training would process to supervise the same targets (paper Table 7). Wall-clock and tokens/s are measured "
-        "during training on this machine.",
+        "during training on this machine, cell by cell, possibly while other jobs shared it: they are a record, not "
+        "a speed comparison (that is `benchmarks/`, ratios from one run on an idle machine).",
         "",
     ]
     atomic_write_json(

@@ -46,7 +46,7 @@ from .errors import ManyICLError
 from .fileio import atomic_write_json, atomic_write_text, check_output_dir, exclusive_lock
 from .losses import KL_TAG, make_base_forward, supervised_loss_and_kl, supervised_loss_sum
 from .memory import PeakMemory, training_guard
-from .modeling import apply_lora, count_parameters, load_adapter, load_model
+from .modeling import apply_lora, count_parameters, load_adapter, load_model, resolve_dtype
 from .optimize import Loss, LossFn, Optimization, StepBatch, StepResult, run_steps
 from .packing import Window, collate
 
@@ -297,6 +297,8 @@ def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -
         **mon.summary(),
         "trainable_params": n_trainable,
         "total_params": n_total,
+        # what `auto` became on the machine that trained (it differs between CPUs: native bf16 or not)
+        "dtype": resolve_dtype(cfg.model.dtype, cfg.model.device),
         "peak_rss_mb": peak_rss_mb(),
         # the estimate made before training (memory guard) next to the peak measured while it ran
         "memory": {"estimate": mem_est, "measured": mon.mem.as_dict()},
