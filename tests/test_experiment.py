@@ -79,6 +79,7 @@ def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys
     dtypes = {c["summary"]["dtype"] for c in data["train"].values()}
     assert len(dtypes) == 1 and f"trained in {dtypes.pop()};" in text
     assert "Compute: " in text and " h of cell wall time" in text and "record it" not in text
+    assert "## Evaluation cost at max shots" in text and "h of prompt prefill" in text
     from manyicl.evaluate import load_predictions
 
     preds = load_predictions(out / "predictions.jsonl.gz")
@@ -209,3 +210,23 @@ def test_an_experiment_result_gives_the_finished_cells_of_its_plan(tmp_path):
     cells.put("eval/other/t", {"rows": [1]})  # not part of this plan
     res = ExperimentResult(tmp_path / "report.md", tmp_path, plan, cells)
     assert res.finished(cfg) == {"train/zero_shot": {"final_dir": "x"}, "eval/no_ft/t": {"rows": []}}
+
+
+def test_the_evaluation_cost_table_reads_max_shot_rows_and_saved_caches():
+    from manyicl.experiment_report import _eval_cost
+
+    def row(seed, shots="max", prefill=10.0):
+        return {"model": "no_ft", "task": "clinc150", "shots_requested": shots, "shots": 1905, "seed": seed,
+                "prompt_tokens": 32742, "prefill_s": prefill, "query_s": 3.0, "n_queries": 300, "n_dev": 0}  # fmt: skip
+
+    cells = {
+        ("no_ft", "clinc150"): {
+            "rows": [row(0, prefill=180.0), row(1, prefill=182.0), row(0, shots="10", prefill=1.0)],
+            "cache_timing": [{"model": "no_ft", "task": "clinc150", "file_mb": 207.4, "load_s": 0.27}],
+        },
+        ("no_ft", "banking77"): None,  # not finished yet
+    }
+    text = "\n".join(_eval_cost(cells))
+    assert "| no_ft | clinc150 | 1905 | 32,742 | 181.0 | 10 | 207 | 0.27 |" in text  # 6 s / 600 queries
+    assert "0.10 h of prompt prefill" in text and "(3 points)" in text
+    assert _eval_cost({("no_ft", "x"): None}) == []

@@ -61,3 +61,23 @@ def test_a_bad_output_dir_is_refused_before_any_work(tmp_path, model, tok):
     with pytest.raises(ConfigError, match="output_dir"):
         perplexity(cfg, model=model, tokenizer=tok)
     assert taken.read_text() == "x"
+
+
+def test_the_perplexity_table_gives_each_cell_an_interval_from_its_windows():
+    import numpy as np
+
+    from manyicl.report import perplexity_table
+
+    nll = [2.0, 3.0, 4.0, 3.0]
+    rows = [
+        {"model": "base", "context_length": 64, "perplexity": float(np.exp(3.0)), "bits_per_byte": 1.0,
+         "window_nll": nll},
+        {"model": "ft", "context_length": 64, "perplexity": float(np.exp(3.5)), "bits_per_byte": 1.1,
+         "window_nll": [3.5]},  # one window: no interval
+    ]  # fmt: skip
+    text = perplexity_table(rows)
+    line = next(x for x in text.splitlines() if x.startswith("| base |"))
+    lo, hi = (float(v) for v in line.split("[")[1].split("]")[0].split(","))
+    assert lo < np.exp(3.0) < hi and np.exp(2.0) <= lo and hi <= np.exp(4.0)
+    ft = next(x for x in text.splitlines() if x.startswith("| ft |"))
+    assert "[" not in ft and "(+13.03)" in ft

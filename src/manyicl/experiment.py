@@ -376,6 +376,7 @@ def _eval_cell(
             "predictions": res.predictions,
             "tasks": res.tasks,
             "scoring_dtype": res.scoring_dtype,
+            "cache_timing": res.cache_timing,  # saved max-shot prompt caches: size, save and load time
         }
 
     return ctx.cells.run(key, compute)

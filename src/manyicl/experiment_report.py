@@ -230,6 +230,47 @@ def _budget_text(cfg) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _eval_cost(eval_cells: dict) -> list[str]:
+    """Where evaluation time goes at max shots (prompt length, prefill, per-query scoring) and what the saved
+    prompt caches weigh and cost to load, per model and task, from the finished evaluation cells."""
+    rows = [r for c in eval_cells.values() for r in (c or {}).get("rows", [])]
+    caches = {
+        (c["model"], c["task"]): c
+        for cell in eval_cells.values()
+        for c in (cell or {}).get("cache_timing") or []
+    }
+    if not rows:
+        return []
+    lines = [
+        "## Evaluation cost at max shots",
+        "",
+        "| model | task | shots | prompt tokens | prefill s (mean over seeds) | ms per query | cache MB | cache load s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["shots_requested"] == "max":
+            groups.setdefault((r["model"], r["task"]), []).append(r)
+    for (m, t), rs in groups.items():
+        nq = sum(r["n_queries"] + r.get("n_dev", 0) for r in rs)
+        c = caches.get((m, t))
+        mb, load = (f"{c['file_mb']:.0f}", f"{c['load_s']:.2f}") if c else ("-", "-")
+        lines.append(
+            f"| {m} | {t} | {max(r['shots'] for r in rs)} | {max(r['prompt_tokens'] for r in rs):,} | "
+            f"{np.mean([r['prefill_s'] for r in rs]):.1f} | {1000 * sum(r['query_s'] for r in rs) / max(nq, 1):.0f} | "
+            f"{mb} | {load} |"
+        )
+    prefill = sum(r["prefill_s"] for r in rows)
+    query = sum(r["query_s"] for r in rows)
+    lines += [
+        "",
+        f"All evaluation points: {prefill / 3600:.2f} h of prompt prefill and {query / 3600:.2f} h of query scoring "
+        f"({len(rows)} points). Recomputing a prompt instead of loading its saved cache costs its prefill time.",
+        "",
+    ]
+    return lines
+
+
 def _train_dtype(cfg, train_cells: dict) -> str:
     """The dtype the training cells record; never re-resolved here (``auto`` differs between machines)."""
     seen = sorted({(c or {}).get("summary", {}).get("dtype") for c in train_cells.values()} - {None})
@@ -475,6 +516,7 @@ def write_experiment_report(cfg, plan, cells) -> Path:
                 f"{1000 * cost['per_query']:.0f} ms with fresh demonstrations ({cost['per_query'] / max(cost['per_seed'], 1e-9):.0f}x).",
                 "",
             ]
+    lines += _eval_cost({(m, t): cells.get(f"eval/{m}/{t}") for m in plan.methods for t in plan.held_out})
     lines += ["## Cost (paper Tables 7 and 8)", "", _cost_table(train_cells, tl_cells, LABELS), ""]
     lines += [
         "Tokens processed are measured on each method's actual build; *mask-last equivalent* is what mask-last-target "

@@ -189,6 +189,20 @@ def plot_curves(
     return path
 
 
+def _ppl_interval(r: dict) -> str:
+    """' [lo, hi]' of a perplexity from its windows' NLLs (windows of equal length, so exp(mean NLL) is the
+    perplexity), or '' where fewer than 2 windows were kept."""
+    import numpy as np
+
+    from .stats import bootstrap_ci
+
+    nll = r.get("window_nll") or []
+    if len(nll) < 2:
+        return ""
+    lo, hi = bootstrap_ci(np.asarray(nll, dtype=float))
+    return f" [{np.exp(lo):.2f}, {np.exp(hi):.2f}]"
+
+
 def perplexity_table(rows: list[dict], baseline: str | None = None) -> str:
     """Paper Table 5 layout: models x context lengths, with the change against the baseline model."""
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -206,7 +220,7 @@ def perplexity_table(rows: list[dict], baseline: str | None = None) -> str:
             if r is None:
                 cells.append("-")
                 continue
-            txt = f"{r['perplexity']:.2f}"
+            txt = f"{r['perplexity']:.2f}" + _ppl_interval(r)
             b = cell.get((baseline, L))
             if m != baseline and b:
                 txt += f" ({r['perplexity'] - b['perplexity']:+.2f})"
@@ -221,11 +235,9 @@ def perplexity_table(rows: list[dict], baseline: str | None = None) -> str:
     return (
         "Perplexity by context length (change vs "
         + baseline
-        + ")\n\n"
-        + "\n".join(lines)
-        + "\n\nBits per byte\n\n"
-        + "\n".join(lines[:2] + bpb)
-        + "\n"
+        + "; [95% interval]: bootstrap over the evaluation windows of the mean NLL, exponentiated — windows of one "
+        "book are not independent, so it is a lower bound on the uncertainty; the paired test of a change is in the "
+        "claims)\n\n" + "\n".join(lines) + "\n\nBits per byte\n\n" + "\n".join(lines[:2] + bpb) + "\n"
     )
 
 
