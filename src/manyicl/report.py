@@ -235,9 +235,17 @@ def perplexity_table(rows: list[dict], baseline: str | None = None) -> str:
     return (
         "Perplexity by context length (change vs "
         + baseline
-        + "; [95% interval]: bootstrap over the evaluation windows of the mean NLL, exponentiated — windows of one "
-        "book are not independent, so it is a lower bound on the uncertainty; the paired test of a change is in the "
-        "claims)\n\n" + "\n".join(lines) + "\n\nBits per byte\n\n" + "\n".join(lines[:2] + bpb) + "\n"
+        + (
+            "; [95% interval]: bootstrap over the evaluation windows of the mean NLL, exponentiated — windows of "
+            "one book are not independent, so it is a lower bound on the uncertainty"
+            if any(len(r.get("window_nll") or []) >= 2 for r in rows)
+            else ""
+        )
+        + ")\n\n"
+        + "\n".join(lines)
+        + "\n\nBits per byte\n\n"
+        + "\n".join(lines[:2] + bpb)
+        + "\n"
     )
 
 
