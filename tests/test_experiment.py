@@ -230,3 +230,26 @@ def test_the_evaluation_cost_table_reads_max_shot_rows_and_saved_caches():
     assert "| no_ft | clinc150 | 1905 | 32,742 | 181.0 | 10 | 207 | 0.27 |" in text  # 6 s / 600 queries
     assert "0.10 h of prompt prefill" in text and "(3 points)" in text
     assert _eval_cost({("no_ft", "x"): None}) == []
+
+
+def test_a_budget_below_one_window_per_task_warns_before_training(tmp_path, caplog):
+    import logging
+
+    from manyicl.experiment import Context, _method_data_cfg
+
+    cfg = _cfg(tmp_path, "budget=equal_tokens", "budget_tokens=300")
+    ctx = Context(cfg, tmp_path, Cells(tmp_path), None, [], [])
+    with caplog.at_level(logging.WARNING, logger="manyicl.experiment"):
+        _method_data_cfg(ctx, "many_shot_all", 3)
+        _method_data_cfg(ctx, "few_shot_all", 3)  # short sequences: nothing is cut
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert (
+        "many_shot_all" in msg
+        and "100 tokens" in msg
+        and f"budget_tokens >= {3 * cfg.train.data.max_length}" in msg
+    )
+    caplog.clear()
+    Cells(tmp_path).put("train/many_shot_all", {"final_dir": "x"})
+    with caplog.at_level(logging.WARNING, logger="manyicl.experiment"):
+        _method_data_cfg(ctx, "many_shot_all", 3)  # already trained: nothing to warn about
+    assert not caplog.records

@@ -213,3 +213,17 @@ def test_rows_layout_pads_each_window_into_its_own_segment(tok, task):
         if n < width:
             assert b.position_ids[i, n] == 0  # the padding starts a segment of its own
     assert b.supervised_tokens == sum(w.supervised_tokens for w in windows)
+
+
+@pytest.mark.parametrize("budget", [120, 450, 1000])
+def test_a_token_budget_below_a_window_is_kept_not_rounded_up_to_whole_windows(tok, budget):
+    """equal_tokens: a task's share smaller than a max-shot window gets a shorter (fewer-shot) sequence, not a
+    whole window: 58 tasks x one 8K window once made a 180K-token budget 355K."""
+    tt = tokenize_task(toy_task(400), tok, "train", 300)
+    longest = int(tt.lengths.max()) + len(tt.header)
+    seqs, stats = build_task_sequences(
+        tt, "max", "mask_all_targets", 300, 0, np.random.default_rng(0), token_budget=budget
+    )
+    assert budget <= stats.tokens < budget + longest
+    assert all(len(s) <= 300 for s in seqs) and all(s.n_examples >= 1 for s in seqs)
+    assert all(len(s) > 300 - longest for s in seqs[:-1])  # only the last one is cut short

@@ -194,9 +194,14 @@ def _method_data_cfg(ctx: Context, method: str, n_tasks: int, shots_override=Non
     else:  # equal_steps: enough distinct data for one pass of budget_steps full windows
         loop = cfg.train.train
         total = cfg.budget_steps * d.max_length * loop.micro_batch_size * loop.grad_accum
-    return replace(
-        d, tokens_per_task=max(1, math.ceil(total / max(n_tasks, 1))), supervised_examples_per_task=0
-    )
+    per_task = max(1, math.ceil(total / max(n_tasks, 1)))
+    if shots == "max" and per_task < d.max_length and ctx.cells.state(f"train/{method}") != "done":
+        log.warning(
+            "%s: the budget gives each of %d tasks %d tokens, less than one %d-token window, so its many-shot "
+            "sequences are cut to ~%d tokens (fewer shots); budget_tokens >= %d gives every task a full window",
+            method, n_tasks, per_task, d.max_length, per_task, n_tasks * d.max_length,
+        )  # fmt: skip
+    return replace(d, tokens_per_task=per_task, supervised_examples_per_task=0)
 
 
 def _loop_cfg(ctx: Context, method: str):

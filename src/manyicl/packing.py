@@ -217,6 +217,11 @@ def build_task_sequences(
             take = fit
             if take == len(order) and csum[-1] < budget:
                 stats.pool_exhausted += 1
+            if token_budget:
+                # the task's last sequence holds just enough examples to reach its budget (fewer shots),
+                # so a budget smaller than a window is kept instead of rounded up to a whole window per task
+                left = token_budget - stats.tokens - len(tokenized.header)
+                take = min(take, int(np.searchsorted(csum, left, side="left")) + 1)
         else:
             want = int(shots) + 1
             take = min(want, fit)
