@@ -253,3 +253,19 @@ def test_a_budget_below_one_window_per_task_warns_before_training(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="manyicl.experiment"):
         _method_data_cfg(ctx, "many_shot_all", 3)  # already trained: nothing to warn about
     assert not caplog.records
+
+
+def test_the_evaluation_cost_table_falls_back_to_the_runs_own_cache_timings(tmp_path):
+    from manyicl.experiment_report import _eval_cost, _run_cache_timing
+
+    run = tmp_path / "eval_runs" / "eval__no_ft__clinc150"
+    run.mkdir(parents=True)
+    timing = {"model": "no_ft", "task": "clinc150", "file_mb": 207.4, "load_s": 0.27}
+    (run / "results.json").write_text(json.dumps({"prompt_cache_timing": [timing]}))
+    (tmp_path / "eval_runs" / "torn").mkdir()
+    (tmp_path / "eval_runs" / "torn" / "results.json").write_text("{")  # unreadable: skipped
+    assert _run_cache_timing(tmp_path) == [timing]
+    row = {"model": "no_ft", "task": "clinc150", "shots_requested": "max", "shots": 9, "seed": 0,
+           "prompt_tokens": 99, "prefill_s": 1.0, "query_s": 1.0, "n_queries": 10, "n_dev": 0}  # fmt: skip
+    text = "\n".join(_eval_cost({("no_ft", "clinc150"): {"rows": [row]}}, _run_cache_timing(tmp_path)))
+    assert "| 207 | 0.27 |" in text

@@ -230,15 +230,26 @@ def _budget_text(cfg) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _eval_cost(eval_cells: dict) -> list[str]:
+def _run_cache_timing(outdir: Path) -> list[dict]:
+    """Prompt-cache timings from the evaluation runs' own results.json (for cells made before the cells kept
+    them): ``eval_runs/*/results.json``, where present."""
+    import json
+
+    found = []
+    for p in sorted((outdir / "eval_runs").glob("*/results.json")):
+        try:
+            found += json.loads(p.read_text(encoding="utf-8")).get("prompt_cache_timing") or []
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _eval_cost(eval_cells: dict, extra_caches: list[dict] = ()) -> list[str]:
     """Where evaluation time goes at max shots (prompt length, prefill, per-query scoring) and what the saved
     prompt caches weigh and cost to load, per model and task, from the finished evaluation cells."""
     rows = [r for c in eval_cells.values() for r in (c or {}).get("rows", [])]
-    caches = {
-        (c["model"], c["task"]): c
-        for cell in eval_cells.values()
-        for c in (cell or {}).get("cache_timing") or []
-    }
+    cell_caches = [c for cell in eval_cells.values() for c in (cell or {}).get("cache_timing") or []]
+    caches = {(c["model"], c["task"]): c for c in [*extra_caches, *cell_caches]}
     if not rows:
         return []
     lines = [
@@ -520,7 +531,10 @@ def write_experiment_report(cfg, plan, cells) -> Path:
                 f"{1000 * cost['per_query']:.0f} ms with fresh demonstrations ({cost['per_query'] / max(cost['per_seed'], 1e-9):.0f}x).",
                 "",
             ]
-    lines += _eval_cost({(m, t): cells.get(f"eval/{m}/{t}") for m in plan.methods for t in plan.held_out})
+    lines += _eval_cost(
+        {(m, t): cells.get(f"eval/{m}/{t}") for m in plan.methods for t in plan.held_out},
+        _run_cache_timing(outdir),
+    )
     lines += ["## Cost (paper Tables 7 and 8)", "", _cost_table(train_cells, tl_cells, LABELS), ""]
     lines += [
         "Tokens processed are measured on each method's actual build; *mask-last equivalent* is what mask-last-target "
