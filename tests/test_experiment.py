@@ -175,6 +175,9 @@ def test_equal_tokens_experiment_logs_validation_and_stops_task_level_early(tmp_
     assert set(data["heldout_ce"]) == {"no_ft", "zero_shot", "many_shot_all"}
     text = (tmp_path / "exp" / "report.md").read_text()
     assert "Did training converge?" in text and "Fixed cached prompt vs fresh demonstrations" in text
+    built = data["train"]["many_shot_all"]["summary"]["build"]["tokens"]
+    assert 2400 <= built < 2400 * 1.1, built  # a task's last max-shot sequence stops at its share
+    assert "; measured on the builds: " in text and f"{built:,}" in text
 
 
 def test_a_heldout_ce_cell_made_for_another_sequence_count_is_redone(tmp_path, tok, model):

@@ -214,9 +214,18 @@ def _plot_val(curves: dict, path: Path) -> Path | None:
     return path
 
 
-def _budget_text(cfg) -> str:
+def _budget_text(cfg, train_cells: dict | None = None) -> str:
     if cfg.budget == "equal_tokens":
-        return f"equal tokens: every meta-training method processes about {cfg.budget_tokens:,} tokens (the same compute)"
+        text = f"equal tokens: every meta-training method processes about {cfg.budget_tokens:,} tokens (the same compute)"
+        done = sorted(
+            c["summary"]["build"]["tokens"]
+            for c in (train_cells or {}).values()
+            if c and "tokens" in (c.get("summary", {}).get("build") or {})
+        )
+        if done:  # what the builds actually held (a build may round up; the cost table has every method)
+            span = f"{done[0]:,}" if done[0] == done[-1] else f"{done[0]:,}-{done[-1]:,}"
+            text += f"; measured on the builds: {span} tokens"
+        return text
     if cfg.budget == "equal_steps":
         return f"equal steps: every meta-training method runs {cfg.budget_steps} optimizer steps"
     return (
@@ -379,7 +388,7 @@ def write_experiment_report(cfg, plan, cells) -> Path:
         f"Base model `{cfg.train.model.name_or_path}` (trained in {_train_dtype(cfg, train_cells)}; scored in "
         f"{next((c.get('scoring_dtype') for c in [cells.get(f'eval/{m}/{t}') for m in plan.methods for t in plan.held_out] if c and c.get('scoring_dtype')), '?')}), "
         f"LoRA r={cfg.train.lora.r} on {', '.join(cfg.train.lora.target_modules)}; context {cfg.train.data.max_length} tokens in "
-        f"training and {cfg.eval.max_length} in evaluation. Budget — {_budget_text(cfg)}. Few-shot k={cfg.few_shot_k}. "
+        f"training and {cfg.eval.max_length} in evaluation. Budget — {_budget_text(cfg, train_cells)}. Few-shot k={cfg.few_shot_k}. "
         f"Held-out tasks: {len(plan.held_out)}; up to {cfg.eval.max_queries} test and {cfg.eval.dev_queries} dev queries per task; "
         f"demonstration seeds {list(cfg.eval.seeds)} (a fresh balanced draw in random order for every seed and shot count); "
         f"shots {', '.join(map(str, cfg.eval.shots))}.",
