@@ -74,6 +74,8 @@ def test_experiment_runs_every_cell_writes_a_report_and_resumes(tmp_path, capsys
     # one claim per shot count (a joint verdict hid a few-shot gain behind a 0-shot tie)
     claims = {c["claim"] for c in data["claims"]}
     assert "Many-shot FT also beats no fine-tuning at 0 shots" in claims
+    grid = [k for k in cfg.eval.shots if k not in ("max", 0, cfg.few_shot_k)]
+    assert grid and all(f"Many-shot FT also beats no fine-tuning at {k} shots" in claims for k in grid)
     assert not any("0 and few" in c for c in claims)
     # the dtype the training recorded, and what the finished cells cost
     dtypes = {c["summary"]["dtype"] for c in data["train"].values()}
