@@ -218,7 +218,7 @@ def test_rows_layout_pads_each_window_into_its_own_segment(tok, task):
 @pytest.mark.parametrize("budget", [120, 450, 1000])
 def test_a_token_budget_below_a_window_is_kept_not_rounded_up_to_whole_windows(tok, budget):
     """equal_tokens: a task's share smaller than a max-shot window gets a shorter (fewer-shot) sequence, not a
-    whole window: 58 tasks x one 8K window once made a 180K-token budget 355K."""
+    whole window: 58 tasks x one 8K window once made a 180K-token budget 368K."""
     tt = tokenize_task(toy_task(400), tok, "train", 300)
     longest = int(tt.lengths.max()) + len(tt.header)
     seqs, stats = build_task_sequences(
