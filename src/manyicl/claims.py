@@ -188,12 +188,13 @@ def compute_claims(cfg, plan, cells, out: Outcomes, summary: list[dict]) -> tupl
                 [(f"vs {m}", t) for m, t in comps],
             )
         )
+    # the integer shot counts of the grid (max is asked separately)
+    grid = sorted(
+        {int(c["shots_requested"]) for r in summary for c in r["curve"] if c["shots_requested"].isdigit()}
+    )
     if ours in has and "few_shot_all" in has:
         lst = [("at max shots", pooled_test(out, ours, "few_shot_all", tasks, "max"))]
-        ints = sorted(
-            int(s) for s in {c["shots_requested"] for r in summary for c in r["curve"]} if s.isdigit()
-        )
-        beyond = [k for k in ints if k >= 20]
+        beyond = [k for k in grid if k >= 20]
         if beyond:
             lst.append(
                 (f"at {beyond[0]} shots", pooled_test(out, ours, "few_shot_all", tasks, str(beyond[0])))
@@ -202,9 +203,6 @@ def compute_claims(cfg, plan, cells, out: Outcomes, summary: list[dict]) -> tupl
     if ours in has and "no_ft" in has:
         # One claim per shot count of the grid (max has its own above): a verdict over several would hide a
         # clear few-shot gain behind a zero-shot tie (or the reverse); a long-context grid asks it at 1,000.
-        grid = sorted(
-            {int(c["shots_requested"]) for r in summary for c in r["curve"] if c["shots_requested"].isdigit()}
-        )
         for k in grid:
             shots = str(k)
             if k == 0:

@@ -3,6 +3,7 @@ verdicts computed from those tests (never written by hand). Reads finished cells
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -253,7 +254,7 @@ def _run_cache_timing(outdir: Path) -> list[dict]:
     return found
 
 
-def _eval_cost(eval_cells: dict, extra_caches: list[dict] = ()) -> list[str]:
+def _eval_cost(eval_cells: dict, extra_caches: Sequence[dict] = ()) -> list[str]:
     """Where evaluation time goes at max shots (prompt length, prefill, per-query scoring) and what the saved
     prompt caches weigh and cost to load, per model and task, from the finished evaluation cells."""
     rows = [r for c in eval_cells.values() for r in (c or {}).get("rows", [])]

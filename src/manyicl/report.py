@@ -213,6 +213,7 @@ def perplexity_table(rows: list[dict], baseline: str | None = None) -> str:
         "| model | " + " | ".join(str(L) for L in lengths) + " |",
         "|---|" + "---|" * len(lengths),
     ]
+    any_interval = False
     for m in models:
         cells = []
         for L in lengths:
@@ -220,7 +221,9 @@ def perplexity_table(rows: list[dict], baseline: str | None = None) -> str:
             if r is None:
                 cells.append("-")
                 continue
-            txt = f"{r['perplexity']:.2f}" + _ppl_interval(r)
+            interval = _ppl_interval(r)
+            any_interval |= bool(interval)
+            txt = f"{r['perplexity']:.2f}" + interval
             b = cell.get((baseline, L))
             if m != baseline and b:
                 txt += f" ({r['perplexity'] - b['perplexity']:+.2f})"
@@ -238,7 +241,7 @@ def perplexity_table(rows: list[dict], baseline: str | None = None) -> str:
         + (
             "; [95% interval]: bootstrap over the evaluation windows of the mean NLL, exponentiated — windows of "
             "one book are not independent, so it is a lower bound on the uncertainty"
-            if any(len(r.get("window_nll") or []) >= 2 for r in rows)
+            if any_interval
             else ""
         )
         + ")\n\n"
