@@ -258,6 +258,9 @@ def test_a_budget_below_one_window_per_task_warns_before_training(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="manyicl.experiment"):
         _method_data_cfg(ctx, "many_shot_all", 3)  # already trained: nothing to warn about
     assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="manyicl.experiment"):
+        _method_data_cfg(ctx, "many_shot_all", 3, key="loco/cls/train/many_shot_all")  # its own cell: to do
+    assert len(caplog.records) == 1
 
 
 def test_the_evaluation_cost_table_falls_back_to_the_runs_own_cache_timings(tmp_path):

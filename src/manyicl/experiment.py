@@ -175,8 +175,9 @@ def shot_grid(cfg: ExperimentConfig) -> list:
     return sorted(ints) + (["max"] if "max" in cfg.eval.shots else [])
 
 
-def _method_data_cfg(ctx: Context, method: str, n_tasks: int, shots_override=None):
-    """The build of one method under the experiment's budget (``ExperimentConfig.budget``)."""
+def _method_data_cfg(ctx: Context, method: str, n_tasks: int, shots_override=None, key: str | None = None):
+    """The build of one method under the experiment's budget (``ExperimentConfig.budget``); ``key``: the
+    training cell it is for (``train/<method>`` unless given), which is warned about only while still to do."""
     cfg = ctx.cfg
     shots, objective = METHODS[method]
     if shots == "k":
@@ -195,7 +196,7 @@ def _method_data_cfg(ctx: Context, method: str, n_tasks: int, shots_override=Non
         loop = cfg.train.train
         total = cfg.budget_steps * d.max_length * loop.micro_batch_size * loop.grad_accum
     per_task = max(1, math.ceil(total / max(n_tasks, 1)))
-    if shots == "max" and per_task < d.max_length and ctx.cells.state(f"train/{method}") != "done":
+    if shots == "max" and per_task < d.max_length and ctx.cells.state(key or f"train/{method}") != "done":
         log.warning(
             "%s: the budget gives each of %d tasks %d tokens, less than one %d-token window, so its many-shot "
             "sequences are cut to ~%d tokens (fewer shots); budget_tokens >= %d gives every task a full window",
@@ -566,7 +567,9 @@ def experiment(
         tasks = [t for t in held_in if t.category != cat]
         for m in cfg.ablation.methods:
             key = f"loco/{cat}/train/{m}"
-            dcfg = _method_data_cfg(ctx, m, len(held_in))  # the same total budget as with every category
+            dcfg = _method_data_cfg(
+                ctx, m, len(held_in), key=key
+            )  # the same total budget as with every category
             cell = _train_cell(ctx, key, out / "loco" / cat / m, dcfg, tasks, m)
             loco_adapters[(cat, m)] = cell["final_dir"]
     pairs = [(m, t) for m in plan.methods for t in held_out]
