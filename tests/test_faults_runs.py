@@ -300,6 +300,36 @@ def test_costs_add_up_over_a_resume(tmp_path):
     assert again.summary["final_loss"] == again.summary["final_loss"]  # not NaN
 
 
+def test_a_resume_that_changes_the_precision_records_both_parts(tmp_path, monkeypatch, caplog):
+    """`dtype: auto` is float32 on an AVX2 CPU and bfloat16 on one with native bf16: a run resumed on the
+    other kind of machine says which steps ran in which precision, instead of naming only the last one."""
+    import manyicl.modeling
+
+    cfg = _train_cfg(tmp_path, **{"train.max_steps": 4, "train.stop_after_steps": 2, "model.dtype": "auto"})
+    monkeypatch.setattr(manyicl.modeling, "cpu_has_native_bf16", lambda: False)
+    _run(cfg)
+    monkeypatch.setattr(manyicl.modeling, "cpu_has_native_bf16", lambda: True)
+    cfg = _train_cfg(tmp_path, **{"train.max_steps": 4, "model.dtype": "auto"})
+    cfg.resume = True
+    with caplog.at_level("WARNING", logger="manyicl.train"):
+        res = _run(cfg)
+    assert res.summary["dtype"] == "float32 (steps 1-2) + bfloat16 (steps 3-4)"
+    assert res.summary["dtype_segments"] == [[1, "float32"], [3, "bfloat16"]]
+    assert "steps 1-2 ran in float32" in caplog.text and "model.dtype explicitly" in caplog.text
+    same = _run_same_dtype(tmp_path / "same", monkeypatch)
+    assert same.summary["dtype"] == "float32" and same.summary["dtype_segments"] == [[1, "float32"]]
+
+
+def _run_same_dtype(out, monkeypatch):
+    import manyicl.modeling
+
+    monkeypatch.setattr(manyicl.modeling, "cpu_has_native_bf16", lambda: False)
+    _run(_train_cfg(out, **{"train.max_steps": 4, "train.stop_after_steps": 2, "model.dtype": "auto"}))
+    cfg = _train_cfg(out, **{"train.max_steps": 4, "model.dtype": "auto"})
+    cfg.resume = True
+    return _run(cfg)
+
+
 @pytest.mark.parametrize("kind", ["file", "dangling", "empty", "readonly"])
 def test_bad_output_folders_fail_first_with_the_field(tmp_path, kind):
     from manyicl.fileio import check_output_dir

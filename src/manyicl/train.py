@@ -259,7 +259,8 @@ def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -
     end = cfg.train.max_steps
     if cfg.train.stop_after_steps:
         end = min(end, start + cfg.train.stop_after_steps)
-    mon = _Monitor(cfg, out, accelerator, start, prev, fingerprint, val_data, layout)
+    dtype = resolve_dtype(cfg.model.dtype, cfg.model.device)  # what `auto` is on this machine
+    mon = _Monitor(cfg, out, accelerator, start, prev, fingerprint, val_data, layout, dtype)
     mon.begin(model)
 
     def checkpoint(done: int) -> None:
@@ -297,8 +298,8 @@ def _train(cfg, accelerator, out, data, model, tokenizer, ref_model, val_data) -
         **mon.summary(),
         "trainable_params": n_trainable,
         "total_params": n_total,
-        # what `auto` became on the machine that trained (it differs between CPUs: native bf16 or not)
-        "dtype": resolve_dtype(cfg.model.dtype, cfg.model.device),
+        # what `auto` became on the machine(s) that trained (CPUs differ: native bf16 or not), per part
+        **mon.dtype_summary(),
         "peak_rss_mb": peak_rss_mb(),
         # the estimate made before training (memory guard) next to the peak measured while it ran
         "memory": {"estimate": mem_est, "measured": mon.mem.as_dict()},
@@ -407,7 +408,16 @@ class _Monitor:
     bar, whole-run counters (over every resume), validation with early stopping, and the KL statistics."""
 
     def __init__(
-        self, cfg: TrainConfig, out: Path, accelerator, start: int, prev: dict, fingerprint, val_data, layout
+        self,
+        cfg: TrainConfig,
+        out: Path,
+        accelerator,
+        start: int,
+        prev: dict,
+        fingerprint,
+        val_data,
+        layout,
+        dtype: str,
     ):
         from tqdm.auto import tqdm
 
@@ -435,6 +445,18 @@ class _Monitor:
         self.prev_tokens, self.prev_sup, self.prev_wall = (
             int(prev.get(k, 0)) for k in ("tokens", "supervised_tokens", "wall_ms")
         )
+        # [first step, dtype] per part of the run: a resume on another machine may resolve `auto` otherwise
+        self.dtypes = [list(x) for x in prev.get("dtype_segments", [[1, None]] if start else [])]
+        if self.dtypes and self.dtypes[-1][1] != dtype:
+            if self.is_main and self.dtypes[-1][1] is not None:
+                log.warning(
+                    "resume: steps %d-%d ran in %s, this machine continues in %s (model.dtype=%s); set "
+                    "model.dtype explicitly to keep one precision across machines",
+                    self.dtypes[-1][0], start, self.dtypes[-1][1], dtype, cfg.model.dtype,
+                )  # fmt: skip
+            self.dtypes.append([start + 1, dtype])
+        elif not self.dtypes:
+            self.dtypes = [[1, dtype]]
         self.kl_w = cfg.optim.kl_to_base
         self.last_kl = None
         self.kl_run = torch.zeros(2, dtype=torch.float64)  # KL sum and positions over this invocation
@@ -458,7 +480,18 @@ class _Monitor:
             "wall_ms": self.prev_wall + int(1000 * elapsed),
             "last_loss": self.last_loss,
             "data_fingerprint": self.fingerprint,
+            "dtype_segments": self.dtypes,
         }
+
+    def dtype_summary(self) -> dict:
+        """``dtype`` (one name, or each part's with its steps when a resume changed it) and the parts."""
+        if len(self.dtypes) == 1:
+            return {"dtype": self.dtypes[0][1], "dtype_segments": self.dtypes}
+        ends = [s for s, _ in self.dtypes[1:]] + [self.cfg.train.max_steps + 1]
+        text = " + ".join(
+            f"{d or 'not recorded'} (steps {s}-{e - 1})" for (s, d), e in zip(self.dtypes, ends, strict=True)
+        )
+        return {"dtype": text, "dtype_segments": self.dtypes}
 
     def _write(self, rec: dict) -> None:
         with self.metrics_path.open("a") as f:
