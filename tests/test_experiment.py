@@ -1,12 +1,14 @@
 """The experiment runner end to end on the tiny model: every method, ablation, perplexity, resume."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from manyicl.cli import main
 from manyicl.config import ExperimentConfig, load_config
 from manyicl.experiment import Cells, experiment
+from manyicl.session import ModelSession
 
 TINY = [
     "train.model.name_or_path=tiny-random-llama",
@@ -277,3 +279,30 @@ def test_the_evaluation_cost_table_falls_back_to_the_runs_own_cache_timings(tmp_
            "prompt_tokens": 99, "prefill_s": 1.0, "query_s": 1.0, "n_queries": 10, "n_dev": 0}  # fmt: skip
     text = "\n".join(_eval_cost({("no_ft", "clinc150"): {"rows": [row]}}, _run_cache_timing(tmp_path)))
     assert "| 207 | 0.27 |" in text
+
+
+def test_evaluation_scores_weights_loaded_in_float32_not_bf16_weights_upcast(tmp_path):
+    """On a CPU with native bf16, `dtype: auto` trains in bf16; scoring then upcast bf16-rounded weights,
+    so the same study gave other scores on an AVX2 machine. The base is loaded again in float32."""
+    import torch
+
+    from manyicl.evaluate import load_dtype
+    from manyicl.experiment import Context, _load_for_scoring
+    from manyicl.modeling import load_model
+
+    cfg = _cfg(tmp_path, "train.model.dtype=bfloat16", "eval.scoring.dtype=float32")
+    assert load_dtype(cfg.eval) == "float32"
+    assert load_dtype(_cfg(tmp_path, "eval.model.dtype=bfloat16", "eval.scoring.dtype=bfloat16").eval) == (
+        "bfloat16"
+    )
+    ctx = Context(cfg, tmp_path, Cells(tmp_path), ModelSession.load(cfg.train.model), [], [])
+    tok = ctx.tokenizer
+    _load_for_scoring(ctx)
+    got = next(ctx.model.parameters())
+    assert got.dtype == torch.float32 and ctx.tokenizer is tok
+    fp32, _ = load_model(replace(cfg.train.model, dtype="float32"))
+    assert torch.equal(got, next(fp32.parameters()))  # not the bf16 values upcast
+    assert not torch.equal(got, got.to(torch.bfloat16).float())
+    before = ctx.session
+    _load_for_scoring(ctx)  # already float32: kept
+    assert ctx.session is before

@@ -140,6 +140,17 @@ def scoring_dtype(cfg: EvalConfig, device) -> str:
     return "float32" if str(device) == "cpu" else resolve_dtype(cfg.model.dtype, str(device))
 
 
+def load_dtype(cfg: EvalConfig) -> str:
+    """The dtype to load the base model in: float32 where scoring is float32. Upcasting bf16-loaded weights
+    would score bf16-rounded weights, and the numbers would depend on whether the CPU has native bf16
+    (where ``model.dtype: auto`` is bfloat16) instead of being the same on every machine."""
+    from .modeling import resolve_device
+
+    if scoring_dtype(cfg, resolve_device(cfg.model.device)) == "float32":
+        return "float32"
+    return cfg.model.dtype
+
+
 def check_adapters(cfg: EvalConfig) -> None:
     """Refuse a missing or damaged adapter before anything is written: a refused run must leave no
     ``points/settings.json`` that makes the corrected rerun look like a resume. The error names the
@@ -174,7 +185,7 @@ def evaluate(
         )  # bad task data fails before the model loads
         check_adapters(cfg)
         if model is None:
-            model, tokenizer = load_model(replace(cfg.model, adapter=None))
+            model, tokenizer = load_model(replace(cfg.model, adapter=None, dtype=load_dtype(cfg)))
         return _evaluate(cfg, out, store, model, tokenizer, tasks, scorers)
 
 

@@ -355,6 +355,20 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _load_for_scoring(ctx: Context) -> None:
+    """Evaluate the base model as loaded in the scoring dtype (float32 on CPU), not bf16-trained weights
+    upcast: otherwise the scores would depend on whether the CPU that trained has native bf16."""
+    from .evaluate import load_dtype
+    from .modeling import _DTYPES, resolve_dtype
+
+    want = load_dtype(replace(ctx.cfg.eval, model=ctx.cfg.train.model))
+    if not _main_process() or next(ctx.model.parameters()).dtype == _DTYPES[resolve_dtype(want)]:
+        return
+    log.info("loading the base model again in %s for evaluation", want)
+    tokenizer, ctx.session = ctx.tokenizer, None  # the training copy goes first: one model in memory
+    ctx.session = ModelSession.load(replace(ctx.cfg.train.model, dtype=want), tokenizer=tokenizer)
+
+
 def _eval_cell(
     ctx: Context, key: str, label: str, adapter: str | None, task: Task, shots=None, **overrides
 ) -> dict:
@@ -572,6 +586,7 @@ def experiment(
             )  # the same total budget as with every category
             cell = _train_cell(ctx, key, out / "loco" / cat / m, dcfg, tasks, m)
             loco_adapters[(cat, m)] = cell["final_dir"]
+    _load_for_scoring(ctx)
     pairs = [(m, t) for m in plan.methods for t in held_out]
     if cfg.eval_order == "by_task":  # every method on a task before the next task: paired results early
         pairs = [(m, t) for t in _families_interleaved(held_out) for m in plan.methods]
