@@ -363,3 +363,33 @@ def test_real_gemma3_cached_equals_recomputed_past_its_window():
         for (lp, _), o in zip(got, opts):
             assert lp == pytest.approx(sum(_full_logprobs(model, p + q + o, len(p) + len(q))), abs=1e-3)
     assert pc.reprefills == 0
+
+
+@pytest.mark.parametrize("stop_at", [1, 5])  # after some sliding layers; after the full one too
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_a_pass_interrupted_between_layers_leaves_the_prompt_cache_exact(gemma, stop_at, exc):
+    """Ctrl-C/SIGTERM (a KeyboardInterrupt in manyicl) or an out-of-memory error inside a forward pass
+    stops it after some layers have appended the new tokens and before the others. The interruption
+    itself reaches the caller (not a crop error raised while cleaning up), and the cache is as before:
+    the same prompt scores the same afterwards."""
+    pc = PromptCache(gemma, PROMPT)
+    layers = gemma.model.layers
+    real = layers[stop_at].forward
+
+    def stop(*a, **k):
+        raise exc("stopped")
+
+    layers[stop_at].forward = stop
+    try:
+        with pytest.raises(exc, match="stopped"):
+            pc.best_options_many([(QUERIES[0], [TARGETS[0], TARGETS[1]])], k=1)
+    finally:
+        layers[stop_at].forward = real
+    assert {_layer_tokens(layer) for layer in pc.cache.layers[:5]} == {W - 1}
+    assert _layer_tokens(pc.cache.layers[5]) == len(PROMPT)
+    cached = pc.continuation_logprobs(QUERIES[0], TARGETS[0])
+    _assert_close(cached, _full_logprobs(gemma, PROMPT + QUERIES[0] + TARGETS[0], len(PROMPT) + 20))
+
+
+def _layer_tokens(layer) -> int:
+    return layer.keys.shape[-2]

@@ -193,17 +193,31 @@ class PromptCache:
 
     def _call(self, ids: list[int], pos: list[int], mask, logits_to_keep):
         mask = kernel_mask(mask, self.model)
-        out = self.model(
-            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
-            position_ids=torch.tensor([pos], dtype=torch.long, device=self.device),
-            past_key_values=self.cache,
-            attention_mask=mask,
-            use_cache=True,
-            logits_to_keep=logits_to_keep,
-        )
+        before = [_layer_len(layer) for layer in self.cache.layers]
+        try:
+            out = self.model(
+                input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
+                position_ids=torch.tensor([pos], dtype=torch.long, device=self.device),
+                past_key_values=self.cache,
+                attention_mask=mask,
+                use_cache=True,
+                logits_to_keep=logits_to_keep,
+            )
+        except BaseException:
+            # a pass stopped between layers (Ctrl-C, SIGTERM, out of memory) appended its tokens to the
+            # first layers only: a later crop by one count would cut prompt tokens from the others
+            self._roll_back(before)
+            raise
         if not self._prefilling:
             self._extra_pos += pos
         return out
+
+    def _roll_back(self, lengths: list[int]) -> None:
+        """Every layer back to the length it had before an interrupted forward pass."""
+        for layer, n in zip(self.cache.layers, lengths):
+            extra = _layer_len(layer) - n
+            if extra > 0:
+                layer.crop(-extra)
 
     def _forward(self, ids: list[int], start: int, logits_to_keep=0, mask: torch.Tensor | None = None):
         """New tokens at consecutive positions from ``start``, each seeing everything cached before it."""
@@ -502,6 +516,14 @@ def _read_cache_file(path: Path, safe_open):
         ids = json.loads(md["prompt_ids"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     return saved, ids, tensors, md.get("tensors_sha256")
+
+
+def _layer_len(layer) -> int:
+    """Tokens one cache layer holds (a sliding layer: up to where its kept tokens end)."""
+    if is_window(layer):
+        return layer.get_seq_length()
+    keys = getattr(layer, "keys", None)
+    return 0 if not getattr(layer, "is_initialized", False) or keys is None else int(keys.shape[-2])
 
 
 def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
