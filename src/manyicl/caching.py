@@ -193,7 +193,7 @@ class PromptCache:
 
     def _call(self, ids: list[int], pos: list[int], mask, logits_to_keep):
         mask = kernel_mask(mask, self.model)
-        before = [_layer_len(layer) for layer in self.cache.layers]
+        before = [layer.get_seq_length() for layer in self.cache.layers]
         try:
             out = self.model(
                 input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
@@ -213,9 +213,10 @@ class PromptCache:
         return out
 
     def _roll_back(self, lengths: list[int]) -> None:
-        """Every layer back to the length it had before an interrupted forward pass."""
+        """Every layer back to the length it had before an interrupted forward pass (a sliding layer's
+        length counts the tokens it dropped, so both kinds compare alike)."""
         for layer, n in zip(self.cache.layers, lengths):
-            extra = _layer_len(layer) - n
+            extra = layer.get_seq_length() - n
             if extra > 0:
                 layer.crop(-extra)
 
@@ -516,14 +517,6 @@ def _read_cache_file(path: Path, safe_open):
         ids = json.loads(md["prompt_ids"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     return saved, ids, tensors, md.get("tensors_sha256")
-
-
-def _layer_len(layer) -> int:
-    """Tokens one cache layer holds (a sliding layer: up to where its kept tokens end)."""
-    if is_window(layer):
-        return layer.get_seq_length()
-    keys = getattr(layer, "keys", None)
-    return 0 if not getattr(layer, "is_initialized", False) or keys is None else int(keys.shape[-2])
 
 
 def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:

@@ -446,8 +446,9 @@ class _Monitor:
             int(prev.get(k, 0)) for k in ("tokens", "supervised_tokens", "wall_ms")
         )
         # [first step, dtype] per part of the run: a resume on another machine may resolve `auto` otherwise
-        self.dtypes = [list(x) for x in prev.get("dtype_segments", [[1, None]] if start else [])]
-        if self.dtypes and self.dtypes[-1][1] != dtype:
+        # (a checkpoint made before they were recorded: its steps ran in an unknown dtype)
+        self.dtypes = [list(x) for x in prev.get("dtype_segments", [[1, None if start else dtype]])]
+        if self.dtypes[-1][1] != dtype:
             if self.is_main and self.dtypes[-1][1] is not None:
                 log.warning(
                     "resume: steps %d-%d ran in %s, this machine continues in %s (model.dtype=%s); set "
@@ -455,8 +456,6 @@ class _Monitor:
                     self.dtypes[-1][0], start, self.dtypes[-1][1], dtype, cfg.model.dtype,
                 )  # fmt: skip
             self.dtypes.append([start + 1, dtype])
-        elif not self.dtypes:
-            self.dtypes = [[1, dtype]]
         self.kl_w = cfg.optim.kl_to_base
         self.last_kl = None
         self.kl_run = torch.zeros(2, dtype=torch.float64)  # KL sum and positions over this invocation
