@@ -265,7 +265,7 @@ def _eval_cost(eval_cells: dict, extra_caches: Sequence[dict] = ()) -> list[str]
     lines = [
         "## Evaluation cost at max shots",
         "",
-        "| model | task | shots | prompt tokens | prefill s (mean per prompt) | ms per query | cache MB | cache load s |",
+        "| model | task | shots (most over seeds) | prompt tokens (most) | prefill s (mean per prompt) | ms per query | cache MB | cache load s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}

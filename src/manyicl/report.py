@@ -100,6 +100,11 @@ def _point_text(c: dict) -> str:
     return txt
 
 
+def _max_k(c: dict) -> str:
+    """How many shots "max" was; seeds' prompts hold different counts, so say it is their mean."""
+    return f" (k={c['shots']:.0f}" + (", mean over seeds)" if c.get("seeds", 1) >= 2 else ")")
+
+
 def curve_table(summary: list[dict], task: str) -> str:
     """Markdown table of one task's curve: shots x models; mean [95% interval over queries], and the
     standard deviation over demonstration seeds where there are at least two."""
@@ -112,9 +117,7 @@ def curve_table(summary: list[dict], task: str) -> str:
         cells = []
         for m in models:
             c = by.get((m, lab))
-            cells.append(
-                "-" if c is None else _point_text(c) + (f" (k={c['shots']:.0f})" if lab == "max" else "")
-            )
+            cells.append("-" if c is None else _point_text(c) + (_max_k(c) if lab == "max" else ""))
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
