@@ -9,6 +9,7 @@ from manyicl.stats import (
     holm,
     is_binary,
     mcnemar_exact_p,
+    min_attainable_p,
     paired_test,
     paired_test_pooled,
     score_ci,
@@ -134,7 +135,9 @@ def test_permutation_p_matches_full_enumeration():
     exact = np.mean(np.abs((signs * d).mean(axis=1)) >= abs(d.mean()) - 1e-12)
     assert 0.05 < exact < 0.5
     t = paired_test(d, np.zeros_like(d), n_perm=20000, n_boot=100)
-    assert t.test == "permutation" and t.p == pytest.approx(exact, abs=0.015)
+    assert t.test == "permutation" and t.p == pytest.approx(exact, abs=1e-12)  # 2^8 <= n_perm: enumerated
+    mc = paired_test(d, np.zeros_like(d), n_perm=200, n_boot=100)  # 2^8 > n_perm: Monte Carlo
+    assert mc.p != pytest.approx(exact, abs=1e-12) and mc.p == pytest.approx(exact, abs=0.1)
     # no permutation reaches the observed mean: p is 1 / (1 + n_perm), never 0
     assert paired_test(np.full(20, 0.7), np.full(20, 0.2), n_perm=999, n_boot=10).p == pytest.approx(1 / 1000)
 
@@ -173,3 +176,16 @@ def test_holm():
     assert np.all(np.diff(np.asarray(adj)[order]) >= 0)
     assert holm([0.5, 0.6]) == [1.0, 1.0]
     assert holm([]) == []
+
+
+def test_min_attainable_p_flags_untestable_samples():
+    # four sequences all favouring a: the exact sign-flip p is 2/16, so p<0.05 is impossible at n=4
+    t = paired_test(np.array([1.2, 1.3, 1.1, 1.25]), np.array([1.4, 1.5, 1.2, 1.3]), n_boot=100)
+    assert t.p == pytest.approx(0.125) and min_attainable_p(t) == pytest.approx(0.125)
+    assert verdict(t, expected_sign=-1) == "not significant"
+    six = paired_test(np.full(6, 0.2), np.full(6, 0.5), n_boot=100)
+    assert six.p == pytest.approx(2 / 64) and min_attainable_p(six) == pytest.approx(2 / 64)
+    # McNemar: m discordant pairs give at best 2 * 0.5^m
+    a, b = np.array([1, 1, 1, 0, 0]), np.array([0, 0, 0, 0, 0])
+    mt = paired_test(a, b)
+    assert mt.test == "mcnemar_exact" and mt.p == pytest.approx(min_attainable_p(mt)) == pytest.approx(0.25)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .methods import META
-from .stats import PairedTest, paired_test, paired_test_pooled, score_ci, verdict
+from .stats import PairedTest, min_attainable_p, paired_test, paired_test_pooled, score_ci, verdict
 
 ALPHA = 0.05
 
@@ -91,7 +91,9 @@ def _fmt_test(t: PairedTest | None, p_adj: float | None = None) -> str:
     if t is None:
         return "-"
     padj = f", Holm p={p_adj:.3g}" if p_adj is not None else ""
-    return f"{t.diff:+.3f} [{t.lo:+.3f}, {t.hi:+.3f}], p={t.p:.3g}{padj} ({t.test}, n={t.n})"
+    floor = min_attainable_p(t)
+    few = f"; too few pairs to test: the smallest possible p is {floor:.3g}" if floor >= ALPHA else ""
+    return f"{t.diff:+.3f} [{t.lo:+.3f}, {t.hi:+.3f}], p={t.p:.3g}{padj} ({t.test}, n={t.n}{few})"
 
 
 def pooled_test(out: Outcomes, a: str, b: str, tasks: list[str], shots: str, shots_b: str | None = None):

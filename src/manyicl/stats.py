@@ -159,12 +159,22 @@ def sign_flip_p(d: np.ndarray, n_perm: int = 10000, seed: int = 0) -> float:
     if not np.any(d):
         return 1.0
     obs = abs(d.mean()) - 1e-12
+    if 2 ** len(d) <= n_perm:  # few pairs: all 2^n sign patterns, the exact p (Monte Carlo adds noise)
+        signs = ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1) * 2 - 1
+        return float(np.mean(np.abs((signs * d).mean(axis=1)) >= obs))
     rng = np.random.default_rng(seed)
     hits = 0
     for k in _chunks(n_perm, len(d)):
         signs = rng.integers(0, 2, size=(k, len(d))) * 2 - 1
         hits += int((np.abs((signs * d).mean(axis=1)) >= obs).sum())
     return (1 + hits) / (1 + n_perm)
+
+
+def min_attainable_p(t: PairedTest) -> float:
+    """The smallest two-sided p the test could give these pairs: 2 / 2^m for m non-tied pairs (McNemar's
+    discordant pairs, or the sign-flip test's non-zero differences). At or above alpha, "not significant"
+    says only that there were too few pairs to test, not that the effect is absent."""
+    return min(1.0, 2.0 ** (1 - (t.wins + t.losses)))
 
 
 def paired_test(a, b, n_perm: int = 10000, seed: int = 0, n_boot: int = 10000) -> PairedTest:
