@@ -113,6 +113,30 @@ def _per_task_table(summary: list[dict], methods: list[str], tasks: list[str], i
     return "\n".join(lines)
 
 
+def _task_shot_tests(
+    out: Outcomes, task: str, shots: list[str], ours: str = "many_shot_all", base: str = "no_ft"
+) -> str:
+    """One task's paired difference ours minus base at every shot count (the same queries and seeds), so a
+    per-task statement such as "fine-tuning lifts the 1,000-shot point" is read from a test, not a curve.
+    Empty when either model lacks the task. No Holm adjustment: each row answers its own question."""
+    rows = []
+    for s in shots:
+        raw = out.raw_pair(ours, base, task, s)
+        p = raw if raw is not None else out.pair(ours, base, task, s)
+        if p is None:
+            continue
+        t = paired_test(*p)
+        v = {"supported": "better", "contradicted": "worse"}.get(verdict(t, ALPHA), "not significant")
+        rows.append(f"| {s} | {_fmt_test(t)} | {v} |")
+    if not rows:
+        return ""
+    head = [
+        f"| shots | {LABELS.get(ours, ours)} minus {LABELS.get(base, base)} [95% CI], p | p < {ALPHA} |",
+        "|---|---|---|",
+    ]
+    return "\n".join(head + rows)
+
+
 def _label_bias(out: Outcomes, methods: list[str], tasks: list[str], info: dict) -> str:
     """How concentrated predictions are: the share of the most predicted answer per (task, seed), next
     to the gold majority share. A model that answers one label for every query behind a fixed prompt
@@ -490,6 +514,9 @@ def write_experiment_report(cfg, plan, cells) -> Path:
         s0 = next(s_ for s_ in curves_summary if s_["task"] == t)
         lines += [f"### {t} ({s0['category']}, {s0['metric']})", "", f"![{t}](plots/{_safe(t)}.png)", ""]
         lines += [curve_table(curves_summary, t), ""]
+        task_tests = _task_shot_tests(out, t, [*shot_labels, "max"])
+        if task_tests:
+            lines += ["Paired over the same test queries and seeds:", "", task_tests, ""]
     if ppl_rows:
         lines += [
             "## Forgetting: long-context perplexity on books (paper Table 5)",
