@@ -33,6 +33,7 @@ STEPS = {
     "lmeval": [["bench_eval_vs_lmeval.py", "--queries", "40", "--lmeval-budget-s", "900"]],
     "serve": [["bench_serve.py", "--concurrency", "1,8,32"]],
     "long_context": [["bench_long_context.py", "--queries", "8", "--budget-s", "900"]],
+    "blocks": [["bench_query_blocks.py", "--queries", "332", "--repeats", "2"]],
 }
 
 
@@ -81,6 +82,26 @@ def long_context_section(lc: dict) -> list[str]:
         "cost (context + option for every option) is **extrapolated** from one timed uncached pass, not run.",
         "",
         long_context_report(lc),
+        "",
+    ]
+
+
+def query_blocks_section(qb: dict) -> list[str]:
+    """Section g., rendered from a loaded ``results/query_blocks.json``."""
+    sys.path.insert(0, str(HERE))
+    from bench_query_blocks import report as query_blocks_report
+
+    return [
+        "## g. Option search: a point's queries in blocks vs all at once",
+        "",
+        "The pruned top-1 search (`best_options`) keeps every token it feeds in the prompt cache until the call "
+        "ends. One CLINC150 prompt per context with as many shots as fit, then one evaluation point's queries "
+        "(300 test + 32 dev in `long_context_gemma3`) searched in one call (*whole*, what evaluation did before) "
+        "and in blocks of `token_budget // round_tokens` queries with the cache cropped back to the prompt "
+        "between blocks (*blocks*, now the default), on the same prefilled prompt, alternating. *Most cached "
+        "after prompt*: the tokens every pass of the call may attend to beyond the prompt, at their peak.",
+        "",
+        query_blocks_report(qb),
         "",
     ]
 
@@ -283,6 +304,9 @@ def write_report() -> Path:
     lc = _load("long_context.json")
     if lc:
         lines += long_context_section(lc)
+    qb = _load("query_blocks.json")
+    if qb:
+        lines += query_blocks_section(qb)
     gpu = HERE / "GPU.md"
     if gpu.exists():
         lines += ["## GPU runs", "", gpu.read_text().strip(), ""]

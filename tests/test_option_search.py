@@ -168,3 +168,49 @@ def test_a_small_trie_goes_into_the_query_pass(model, prompt):
     assert one.rounds == 1 and all(one.exact)
     (more,) = _check(pc, items, 1, "none", 1)
     assert more.rounds > 1
+
+
+def test_blocks_of_queries_change_nothing_and_the_cache_is_cropped_between_them(model, prompt):
+    """Searches run in blocks, the cache cropped back to the prompt after each: any block size gives the
+    same scores, no pass attends to an earlier block's tokens, and progress counts every query once."""
+    rng = random.Random(13)
+    pc = PromptCache(model, prompt)
+    items = [(_rand_ids(rng, rng.randint(1, 9)), _option_set(rng, rng.randint(2, 30))) for _ in range(7)]
+    seen: list[int] = []  # tokens cached after the prompt when each pass starts
+    forward = pc.masked_forward
+
+    def spy(*args, **kwargs):
+        seen.append(pc.length - pc.base_len)
+        return forward(*args, **kwargs)
+
+    pc.masked_forward = spy
+    whole = best_options(pc, items, k=2, round_tokens=2, block=len(items))
+    most_whole = max(seen)
+    for block in (1, 3):
+        seen.clear()
+        done: list[int] = []
+        got = best_options(pc, items, k=2, round_tokens=2, block=block, progress=done.append)
+        assert done == [min(block, len(items) - i) for i in range(0, len(items), block)]
+        assert pc.length == pc.base_len
+        for a, b in zip(got, whole):
+            assert a.exact == b.exact and a.fed == b.fed
+            np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+        if block == 1:  # one search's own tokens at most: its query plus every node it fed
+            assert max(seen) < max(len(q) + r.fed for (q, _), r in zip(items, whole)) <= most_whole
+    with pytest.raises(ValueError, match="block"):
+        best_options(pc, items, block=0)
+
+
+def test_a_long_call_shows_a_queries_bar(model, prompt, capsys):
+    """A point's hundreds of queries take minutes after the prefill bar: the cache shows a bar for them
+    when progress is on (and none for a short call, as serve makes)."""
+    from manyicl.caching import QUERIES_BAR_MIN
+
+    rng = random.Random(17)
+    items = [(_rand_ids(rng, 3), [[5], [6, 7]]) for _ in range(QUERIES_BAR_MIN)]
+    for method in ("best_options_many", "score_options_many"):
+        getattr(PromptCache(model, prompt, progress=True), method)(items)
+        assert "queries: 100%|" in capsys.readouterr().err
+        getattr(PromptCache(model, prompt, progress=True), method)(items[:3])
+        getattr(PromptCache(model, prompt), method)(items)
+        assert "queries" not in capsys.readouterr().err

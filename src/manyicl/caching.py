@@ -48,6 +48,8 @@ from .kvwindow import (  # noqa: F401 - InexactCropError, attention_windows: pub
 from .option_search import OptionScores, OptionTrie, best_options, chunks, score_all  # noqa: F401
 
 log = logging.getLogger(__name__)
+QUERIES_BAR_MIN = 64
+"""Calls scoring at least this many queries show a queries bar when ``progress`` is on."""
 
 
 def __getattr__(name: str):  # WindowLayer, PromptKV: defined when first asked for (they import transformers)
@@ -316,7 +318,8 @@ class PromptCache:
 
         Each query's options form a trie (shared prefixes once) whose nodes see the prompt, the
         whole query and their own ancestors. Many queries go into one forward pass."""
-        return score_all(self, items, token_budget)
+        with self._queries_bar(len(items)) as bar:
+            return score_all(self, items, token_budget, progress=bar.update)
 
     def best_options_many(
         self,
@@ -326,7 +329,18 @@ class PromptCache:
         token_budget: int = 4096,
     ) -> list[OptionScores]:
         """The ``k`` best options of each query exactly, the rest pruned (see :mod:`manyicl.option_search`)."""
-        return best_options(self, items, k=k, normalize=normalize, token_budget=token_budget)
+        with self._queries_bar(len(items)) as bar:
+            return best_options(
+                self, items, k=k, normalize=normalize, token_budget=token_budget, progress=bar.update
+            )
+
+    def _queries_bar(self, n: int):
+        """A queries bar under the prefill bar, for calls of many queries (a 32K point's 332 queries
+        took ~5 min of silence after its prefill bar)."""
+        from tqdm.auto import tqdm
+
+        show = self.progress and n >= QUERIES_BAR_MIN
+        return tqdm(total=n, desc="queries", unit="query", leave=False, disable=not show)
 
     def score_options(self, query_ids: list[int], options: list[list[int]]) -> list[tuple[float, int]]:
         """(sum of log-probs, token count) of each option after prompt + query."""
