@@ -28,6 +28,7 @@ Results: Markdown on stdout and ``benchmarks/results/query_blocks.json`` (``quer
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -119,6 +120,11 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--tiny", action="store_true", help="tiny random models (SmolLM2-like and Gemma 3)")
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--append",
+        action="store_true",
+        help="add this run's rows to the JSON's (same machine), e.g. a second model",
+    )
     return ap.parse_args(argv)
 
 
@@ -144,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"queries": a.queries, "repeats": a.repeats, "dtype": "float32"},
         "rows": [],
     }
+    if a.append and out.exists():
+        old = json.loads(out.read_text())
+        if old["machine"] != res["machine"] or old["tiny"] != a.tiny:
+            raise SystemExit(f"--append: {out} was measured on {old['machine']!r}, not {res['machine']!r}")
+        res["rows"] = old["rows"]
+        res["settings"]["repeats"] = min(a.repeats, old["settings"]["repeats"])
     names = a.models or ("tiny-random-llama,tiny-random-gemma3" if a.tiny else "smollm2-135m-instruct")
     contexts = [512] if a.tiny else [int(c) for c in a.contexts.split(",")]
     models = [
@@ -159,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
             print(report(res), flush=True)
         del model
     return 0 if all(r.get("same_predictions", False) for r in res["rows"]) else 1
+
+
+def _range(xs: list[float]) -> str:
+    """A speed-up over run pairs: its range, or the single value said to be one pair (no spread to show)."""
+    return f"{xs[0]:.2f}x (1 pair)" if len(xs) == 1 else f"{min(xs):.2f}x-{max(xs):.2f}x ({len(xs)} pairs)"
 
 
 def report(res: dict) -> str:
@@ -181,7 +198,7 @@ def report(res: dict) -> str:
         lines.append(
             f"| {r['model']} | {r['context']:,} | {r['prompt_tokens']:,} | {r['queries']} | {r['tokens_fed']:,} | "
             f"{ms(w)} | {w['max_cached_after_prompt']:,} | k={b['block']}: {ms(b)} | {b['max_cached_after_prompt']:,} | "
-            f"{min(sp):.2f}x-{max(sp):.2f}x | {'yes' if r['same_predictions'] else '**no**'} |"
+            f"{_range(sp)} | {'yes' if r['same_predictions'] else '**no**'} |"
         )
     return "\n".join(lines)
 

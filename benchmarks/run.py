@@ -99,7 +99,9 @@ def query_blocks_section(qb: dict) -> list[str]:
         "(300 test + 32 dev in `long_context_gemma3`) searched in one call (*whole*, what evaluation did before) "
         "and in blocks of `token_budget // round_tokens` queries with the cache cropped back to the prompt "
         "between blocks (*blocks*, now the default), on the same prefilled prompt, alternating. *Most cached "
-        "after prompt*: the tokens every pass of the call may attend to beyond the prompt, at their peak.",
+        "after prompt*: the tokens every pass of the call may attend to beyond the prompt, at their peak. With one "
+        "run pair per row the speed-up is a single ratio, not an interval; rows added with `--append` (a second "
+        "model) come from a separate invocation on the same machine.",
         "",
         query_blocks_report(qb),
         "",

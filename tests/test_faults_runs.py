@@ -133,6 +133,9 @@ def test_cells_record_their_wall_time_and_sum_it(tmp_path, monkeypatch):
     cells.put("old", {"rows": []})  # a cell made before wall times were kept
     assert cells.get("eval/a")["cell_wall_s"] == 60.0
     assert cells.recorded_wall_s() == (150.0, 2, 3)
+    # a training resumed from a checkpoint: the cell timed only its last run, the training all of them
+    cells.put("train/c", {"summary": {"wall_s": 1000.0}, "cell_wall_s": 40.0})
+    assert cells.recorded_wall_s() == (1150.0, 3, 4)
 
 
 def _exp(tmp_path, *extra):
