@@ -11,6 +11,7 @@ only meaningful when both sides of a comparison see the same machine.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -65,47 +66,48 @@ def _ok(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def _section(title: str, intro: str, module: str, res: dict) -> list[str]:
+    """A RESULTS.md section: a title, what was measured, and the benchmark's own table from its JSON."""
+    sys.path.insert(0, str(HERE))
+    table = importlib.import_module(module).report(res)
+    return [title, "", intro, "", table, ""]
+
+
 def long_context_section(lc: dict) -> list[str]:
     """Section f., rendered from a loaded ``results/long_context.json``."""
-    sys.path.insert(0, str(HERE))
-    from bench_long_context import report as long_context_report
-
-    return [
+    return _section(
         "## f. Long context: prefill and per-query cost at 2K/8K/32K",
-        "",
-        "One CLINC150 prompt per model and context with as many shots as fit (SmolLM2-135M: 2K and 8K; Gemma 3 "
-        "270M, sliding-window layers: 2K, 8K and 32K), prefilled once into the prompt cache (a single run each), "
-        "then the same test queries scored one at a time from it with every option (`score_all`) and with the "
-        "pruned exact top-1 search (`best_options`, k=1). Every per-query time is saved in "
-        "`results/long_context.json`; means carry a 95% bootstrap interval over queries, the speed-up one from "
-        "resampling queries in both arms together. Where a prompt holds ≥1,000 shots, lm-evaluation-harness's "
-        "cost (context + option for every option) is **extrapolated** from one timed uncached pass, not run.",
-        "",
-        long_context_report(lc),
-        "",
-    ]
+        (
+            "One CLINC150 prompt per model and context with as many shots as fit (SmolLM2-135M: 2K and 8K; Gemma 3 "
+            "270M, sliding-window layers: 2K, 8K and 32K), prefilled once into the prompt cache (a single run each), "
+            "then the same test queries scored one at a time from it with every option (`score_all`) and with the "
+            "pruned exact top-1 search (`best_options`, k=1). Every per-query time is saved in "
+            "`results/long_context.json`; means carry a 95% bootstrap interval over queries, the speed-up one from "
+            "resampling queries in both arms together. Where a prompt holds ≥1,000 shots, lm-evaluation-harness's "
+            "cost (context + option for every option) is **extrapolated** from one timed uncached pass, not run."
+        ),
+        "bench_long_context",
+        lc,
+    )
 
 
 def query_blocks_section(qb: dict) -> list[str]:
     """Section g., rendered from a loaded ``results/query_blocks.json``."""
-    sys.path.insert(0, str(HERE))
-    from bench_query_blocks import report as query_blocks_report
-
-    return [
+    return _section(
         "## g. Option search: a point's queries in blocks vs all at once",
-        "",
-        "The pruned top-1 search (`best_options`) keeps every token it feeds in the prompt cache until the call "
-        "ends. One CLINC150 prompt per context with as many shots as fit, then one evaluation point's queries "
-        "(300 test + 32 dev in `long_context_gemma3`) searched in one call (*whole*, what evaluation did before) "
-        "and in blocks of `token_budget // round_tokens` queries with the cache cropped back to the prompt "
-        "between blocks (*blocks*, now the default), on the same prefilled prompt, alternating. *Most cached "
-        "after prompt*: the tokens every pass of the call may attend to beyond the prompt, at their peak. With one "
-        "run pair per row the speed-up is a single ratio, not an interval; rows added with `--append` (a second "
-        "model) come from a separate invocation on the same machine.",
-        "",
-        query_blocks_report(qb),
-        "",
-    ]
+        (
+            "The pruned top-1 search (`best_options`) keeps every token it feeds in the prompt cache until the call "
+            "ends. One CLINC150 prompt per context with as many shots as fit, then one evaluation point's queries "
+            "(300 test + 32 dev in `long_context_gemma3`) searched in one call (*whole*, what evaluation did before) "
+            "and in blocks of `token_budget // round_tokens` queries with the cache cropped back to the prompt "
+            "between blocks (*blocks*, now the default), on the same prefilled prompt, alternating. *Most cached "
+            "after prompt*: the tokens every pass of the call may attend to beyond the prompt, at their peak. With one "
+            "run pair per row the speed-up is a single ratio, not an interval; rows added with `--append` (a second "
+            "model) come from a separate invocation on the same machine."
+        ),
+        "bench_query_blocks",
+        qb,
+    )
 
 
 def write_report() -> Path:

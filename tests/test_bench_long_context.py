@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).parents[1] / "benchmarks"
 
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _run(tmp_path, monkeypatch, args: list[str]) -> dict:
+def _run(tmp_path, monkeypatch, load_file, args: list[str]) -> dict:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "long_context.json"
-    assert _module("bench_long_context").main(["--tiny", *args, "--out", str(out)]) == 0
+    assert load_file("benchmarks/bench_long_context.py").main(["--tiny", *args, "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 
@@ -56,16 +45,19 @@ def _check_rows(res: dict, queries: int) -> None:
         assert lo <= lm["ratio_vs_score_all"] <= hi
 
 
-def test_one_tiny_level_and_the_run_py_section_render_from_the_json(tmp_path, monkeypatch, capsys):
+def test_one_tiny_level_and_the_run_py_section_render_from_the_json(tmp_path, monkeypatch, capsys, load_file):
     res = _run(
-        tmp_path, monkeypatch, ["--models", "tiny-random-gemma3", "--contexts", "512", "--queries", "2"]
+        tmp_path,
+        monkeypatch,
+        load_file,
+        ["--models", "tiny-random-gemma3", "--contexts", "512", "--queries", "2"],
     )
     assert [(r["model"], r["context"]) for r in res["rows"]] == [("tiny-random-gemma3", 512)]
     _check_rows(res, 2)
     assert res["lmeval_reached"]
     assert "(extrapolated)" in capsys.readouterr().out
     # benchmarks/run.py renders section f. from the loaded JSON alone
-    run = _module("run")
+    run = load_file("benchmarks/run.py")
     section = "\n".join(run.long_context_section(res))
     assert section.startswith("## f. Long context: prefill and per-query cost at 2K/8K/32K")
     assert "| tiny-random-gemma3 | 512 |" in section and "(extrapolated)" in section
@@ -77,8 +69,8 @@ def test_one_tiny_level_and_the_run_py_section_render_from_the_json(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_the_whole_tiny_run(tmp_path, monkeypatch):
-    res = _run(tmp_path, monkeypatch, ["--queries", "3"])
+def test_the_whole_tiny_run(tmp_path, monkeypatch, load_file):
+    res = _run(tmp_path, monkeypatch, load_file, ["--queries", "3"])
     assert [(r["model"], r["context"]) for r in res["rows"]] == [
         ("tiny-random-llama", 256),
         ("tiny-random-llama", 512),

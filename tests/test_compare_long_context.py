@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,25 +9,16 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "compare_long_context", ROOT / "scripts" / "compare_long_context.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_the_committed_comparison_is_recomputed_exactly(tmp_path):
-    mod = _script()
+def test_the_committed_comparison_is_recomputed_exactly(tmp_path, load_file):
+    mod = load_file("scripts/compare_long_context.py")
     assert mod.main(tmp_path / "cmp.md") == 0
     assert (tmp_path / "cmp.md").read_text() == (
         ROOT / "results/long_context/smollm2_vs_gemma3.md"
     ).read_text()
 
 
-def test_runs_that_do_not_line_up_are_refused():
-    mod = _script()
+def test_runs_that_do_not_line_up_are_refused(load_file):
+    mod = load_file("scripts/compare_long_context.py")
     a = {(0, 0): (1.0, "x", 5), (1, 0): (0.0, "y", 5)}
     with pytest.raises(SystemExit, match="different"):
         mod._aligned(a, {(0, 0): (1.0, "x", 5)}, "t")
