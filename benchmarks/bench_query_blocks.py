@@ -52,7 +52,7 @@ def run_level(model, tok, name: str, task, context: int, a) -> dict:
     from manyicl.caching import PromptCache
     from manyicl.config import EvalConfig, load_config
     from manyicl.evaluate import batch_tokens, build_prompt, prepare_task, shot_plan
-    from manyicl.option_search import best_options
+    from manyicl.option_search import best_options, default_block
 
     cfg = load_config(
         EvalConfig, None, [f"max_length={context}", f"max_queries={a.queries}", "dev_queries=0", "seeds=[0]"]
@@ -66,7 +66,6 @@ def run_level(model, tok, name: str, task, context: int, a) -> dict:
     items = [(q.ids, q.option_ids) for q in pt.queries[: a.queries]]
     budget = batch_tokens(cfg.scoring.batch_tokens, torch.device("cpu"))
     pc = PromptCache(model, prompt, prefill_chunk=cfg.scoring.prefill_chunk)
-    default_block = max(1, budget // 64)  # best_options' default (round_tokens=64)
     seen: list[int] = []
     forward = pc.masked_forward
 
@@ -75,7 +74,7 @@ def run_level(model, tok, name: str, task, context: int, a) -> dict:
         return forward(*args, **kwargs)
 
     pc.masked_forward = spy
-    arms = {"whole": len(items), "blocks": default_block}
+    arms = {"whole": len(items), "blocks": default_block(budget)}
     runs: dict[str, dict] = {
         k: {"block": b, "run_s": [], "max_cached_after_prompt": 0} for k, b in arms.items()
     }

@@ -64,6 +64,7 @@ def _aligned(a: dict, b: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
 def main(out: Path | None = None) -> int:
     gemma, smol = load_predictions(GEMMA), load_predictions(SMOL)
     s = _index(smol, "base")
+    g = {model: _index(gemma, model) for model in MODELS}  # indexed once, read for every row
     lines = [
         "# SmolLM2-135M (8K) vs Gemma 3 270M (32K): paired on the same queries",
         "",
@@ -92,7 +93,7 @@ def main(out: Path | None = None) -> int:
             smol_k = max(v[2] for v in b.values())
             cells = []
             for model in MODELS:
-                a = _index(gemma, model).get((task, gs))
+                a = g[model].get((task, gs))
                 if not a:
                     cells += ["-", "-"]
                     continue
@@ -102,7 +103,7 @@ def main(out: Path | None = None) -> int:
                     verdict(t), "not significant"
                 )
                 cells += [_fmt_test(t), v]
-            gemma_k = max(v[2] for v in _index(gemma, "no_ft")[(task, gs)].values())
+            gemma_k = max(v[2] for v in g["no_ft"][(task, gs)].values())
             lines.append(f"| {gs} ({gemma_k}) | {ss} ({smol_k}) | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Shot counts in brackets: the most over seeds.")

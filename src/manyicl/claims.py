@@ -63,6 +63,13 @@ class Outcomes:
             return None
         return ma[0], mb[0]
 
+    def task_test(self, a: str, b: str, task: str, shots: str) -> PairedTest | None:
+        """One task's paired test of a vs b at one shot count: on the [queries, seeds] matrices when both
+        have the same seeds (McNemar for one seed of 0/1 outcomes), else on the shared queries' seed means."""
+        p = self.raw_pair(a, b, task, shots)
+        p = p if p is not None else self.pair(a, b, task, shots)
+        return paired_test(*p) if p is not None else None
+
 
 def _best_label(summary: dict) -> str | None:
     return summary.get("best_label")

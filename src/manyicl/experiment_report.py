@@ -69,10 +69,9 @@ def _tests_table(
                 if bt is not None:
                     per_task.append(bt)
                 continue
-            raw = out.raw_pair(ours, o, task, shots)
-            p = raw if raw is not None else out.pair(ours, o, task, shots)
-            if p is not None:
-                per_task.append(paired_test(*p))
+            pt = out.task_test(ours, o, task, shots)
+            if pt is not None:
+                per_task.append(pt)
         recs.append({"other": o, "test": t, "per_task": per_task})
     adj = holm([r["test"].p for r in recs if r["test"] is not None])
     it = iter(adj)
@@ -121,11 +120,9 @@ def _task_shot_tests(
     Empty when either model lacks the task. No Holm adjustment: each row answers its own question."""
     rows = []
     for s in shots:
-        raw = out.raw_pair(ours, base, task, s)
-        p = raw if raw is not None else out.pair(ours, base, task, s)
-        if p is None:
+        t = out.task_test(ours, base, task, s)
+        if t is None:
             continue
-        t = paired_test(*p)
         v = {"supported": "better", "contradicted": "worse"}.get(verdict(t, ALPHA), "not significant")
         rows.append(f"| {s} | {_fmt_test(t)} | {v} |")
     if not rows:

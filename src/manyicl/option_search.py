@@ -274,6 +274,11 @@ class _Search:
 
 
 @torch.inference_mode()
+def default_block(token_budget: int, round_tokens: int = 64) -> int:
+    """Queries per block of :func:`best_options`: enough to fill one forward pass per round."""
+    return max(1, token_budget // round_tokens)
+
+
 def best_options(
     pc: CacheLike,
     items: list[tuple[list[int], list[list[int]]]],
@@ -296,8 +301,8 @@ def best_options(
     Queries are searched in blocks of ``block`` (default: ``token_budget // round_tokens``, enough to
     fill one pass per round), the cache cropped back to the prompt between blocks: every token a search
     feeds stays cached until its block ends, so one block of all 332 queries of a point grew an 8K prompt
-    by ~26K tokens that every later pass attended to (blocks of 16: 1.3-1.8x faster on 2 cores with
-    SmolLM2-135M, benchmarks/RESULTS.md). ``progress`` is called with the number of queries each block
+    by ~26K tokens that every later pass attended to (blocks of 16 on 2 cores: 3.2x / 2.1x faster per query
+    with SmolLM2-135M at 2K / 8K, 1.4x with Gemma 3 at 32K; benchmarks/RESULTS.md section g.). ``progress`` is called with the number of queries each block
     finished. The block size does not change the result.
     """
     if k < 1:
@@ -306,7 +311,7 @@ def best_options(
         raise ValueError(f"normalize must be 'none' or 'tokens', not {normalize!r}")
     if any(not q for q, _ in items):
         raise ValueError("empty query")
-    block = max(1, token_budget // round_tokens) if block is None else block
+    block = default_block(token_budget, round_tokens) if block is None else block
     if block < 1:
         raise ValueError(f"block must be at least 1, not {block}")
     out: list[OptionScores] = []
